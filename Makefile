@@ -1,0 +1,80 @@
+# gtime-halted: guest halted-time accounting for Linux KVM hosts.
+#
+# 'make help' lists the targets.  Everything built goes to build/ (ignored
+# by git); the kernel tree is build/linux, prepared from Debian's
+# linux-source-6.12 or KSRC=/path/to/linux-6.12.y.
+
+SHELL      := /bin/bash
+PYTHON     := /usr/bin/python3
+PYTEST     := $(PYTHON) -m pytest
+KSRC       ?=
+FORCE      ?=
+JOBS       ?= $(shell nproc)
+TESTS      ?= tests
+PYTEST_ARGS ?=
+
+export KSRC JOBS
+
+.DEFAULT_GOAL := help
+
+.PHONY: help deps tree export-series kernel perf selftests initramfs vm \
+	test demo checkpatch clean distclean
+
+help: ## List the targets
+	@echo "gtime-halted: make TARGET"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@echo "Variables: KSRC=<6.12.y tree>  JOBS=<n>  FORCE=1 (tree)  TESTS=<pytest paths>"
+
+deps: ## Install the Debian packages every target needs (as root)
+	@scripts/deps.sh all source
+
+tree: ## Prepare build/linux: 6.12 base commit + kernel/ and tools-perf/ series
+	@scripts/deps.sh tree $(if $(KSRC),,source)
+	@scripts/prepare-tree.sh $(if $(FORCE),--force)
+
+export-series: ## Write build/linux's commits back to kernel/ and tools-perf/
+	@scripts/export-series.sh
+
+kernel: tree ## Build build/bzImage (tinyconfig + kernel/configs/*.config)
+	@scripts/deps.sh kernel
+	@scripts/build-kernel.sh
+
+perf: tree ## Build tools/perf from build/linux into build/perf
+	@scripts/deps.sh perf
+	@scripts/build-perf.sh
+
+selftests: tree ## Build the KVM selftests in tests/kvm-selftests.list (static)
+	@scripts/deps.sh kernel
+	@scripts/build-selftests.sh
+
+initramfs: perf selftests ## Build build/initramfs.cpio (busybox, perf, tests)
+	@scripts/deps.sh vm
+	@scripts/build-initramfs.sh
+
+vm: kernel initramfs ## Everything the test VM boots
+
+test: vm ## Run the test suite (pytest, boots the VM under QEMU TCG)
+	@scripts/deps.sh test
+	$(PYTEST) -v -ra $(PYTEST_ARGS) $(TESTS)
+
+demo: vm ## Show a halted nested guest's vCPU counted as 100% busy
+	@$(PYTHON) scripts/demo.py
+
+checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
+	@scripts/checkpatch.sh
+
+clean: ## Remove build outputs but keep build/linux and its commits
+	rm -rf build/kernel build/perf build/selftests build/headers build/headers-obj \
+		build/guest build/initramfs build/initramfs.cpio build/bzImage build/vm-runs
+
+distclean: ## Remove build/ entirely (refuses if build/linux has unexported work)
+	@if [ -d build/linux/.git ] && [ -f build/.tree-state ]; then \
+		. build/.tree-state; \
+		if [ "$$(git -C build/linux rev-parse HEAD)" != "$$applied_head" ] || \
+		   [ -n "$$(git -C build/linux status --porcelain)" ]; then \
+			echo "error: build/linux has work not exported; run 'make export-series' first" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	rm -rf build

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the test kernel from build/linux into build/kernel (O=).
+#
+# The config is 'make tinyconfig' plus kernel/configs/*.config.  Every option
+# a fragment sets is checked against the final .config, so a dependency that
+# silently turned an option off fails the build instead of the tests.
+# Rebuilds are incremental; ccache is used when it is installed.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+tree="$top/build/linux"
+out="${KBUILD_OUT:-$top/build/kernel}"
+jobs="${JOBS:-$(nproc)}"
+
+[ -f "$tree/Makefile" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+mkdir -p "$out"
+
+cc=gcc
+if command -v ccache >/dev/null; then
+	cc="ccache gcc"
+fi
+kmake() { make -s -C "$tree" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" "$@"; }
+
+frags=("$top"/kernel/configs/*.config)
+want=$(cat "${frags[@]}" | sha256sum | cut -d' ' -f1)
+if [ ! -f "$out/.config" ] || [ "$(cat "$out/.frag-digest" 2>/dev/null)" != "$want" ]; then
+	echo "kernel: configuring (tinyconfig + ${frags[*]##*/})"
+	kmake tinyconfig >/dev/null
+	(cd "$out" && KCONFIG_CONFIG=.config \
+		"$tree/scripts/kconfig/merge_config.sh" -m -O "$out" .config "${frags[@]}" >/dev/null)
+	kmake olddefconfig >/dev/null
+	echo "$want" > "$out/.frag-digest"
+fi
+
+bad=0
+while IFS= read -r line; do
+	case "$line" in
+	CONFIG_*=n)
+		opt=${line%%=*}
+		if grep -q "^$opt=" "$out/.config"; then
+			echo "error: $opt is set in .config but the fragment wants it off" >&2
+			bad=1
+		fi ;;
+	CONFIG_*=*)
+		if ! grep -qxF "$line" "$out/.config"; then
+			have=$(grep -E "^(# )?${line%%=*}[= ]" "$out/.config" || echo "not present")
+			echo "error: fragment wants $line, .config has: $have" >&2
+			bad=1
+		fi ;;
+	esac
+done < <(cat "${frags[@]}")
+if [ $bad != 0 ]; then
+	rm -f "$out/.frag-digest"
+	echo "error: the kernel config fragment does not hold; fix kernel/configs/" >&2
+	exit 1
+fi
+
+echo "kernel: building bzImage with $jobs jobs"
+kmake bzImage
+cp "$out/arch/x86/boot/bzImage" "$top/build/bzImage"
+echo "kernel: build/bzImage ($(git -C "$tree" describe --always --tags 2>/dev/null))"

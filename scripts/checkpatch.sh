@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run checkpatch.pl --strict from build/linux on every patch of the series.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cp="$top/build/linux/scripts/checkpatch.pl"
+[ -x "$cp" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+
+bad=0 n=0
+for dir in kernel tools-perf; do
+	[ -f "$top/$dir/series" ] || continue
+	while read -r p; do
+		case "$p" in ''|'#'*) continue ;; esac
+		n=$((n + 1))
+		if ! (cd "$top/build/linux" && ./scripts/checkpatch.pl --strict -q \
+				--no-summary "$top/$dir/$p"); then
+			echo "checkpatch: $dir/$p is not clean" >&2
+			bad=1
+		fi
+	done < "$top/$dir/series"
+done
+[ $bad = 0 ] && echo "checkpatch: $n patch(es) clean"
+exit $bad

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Write the commits of build/linux on top of the pristine base back out as
+# the kernel/ and tools-perf/ series.
+#
+# Commits whose subject starts with "perf" (perf kvm:, perf tools:, ...) go
+# to tools-perf/, all others to kernel/.  Kernel commits must come first,
+# since 'make tree' applies kernel/ before tools-perf/.  Exporting an
+# unedited tree reproduces the series byte for byte.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+build="${BUILD_DIR:-$top/build}"
+series_top="${SERIES_TOP:-$top}"
+tree="$build/linux"
+state="$build/.tree-state"
+
+die() { echo "error: $*" >&2; exit 1; }
+
+[ -d "$tree/.git" ] || die "build/linux is not prepared; run 'make tree'"
+git -C "$tree" rev-parse -q --verify gtime-base >/dev/null ||
+	die "build/linux has no gtime-base tag; re-run 'make tree FORCE=1'"
+[ -z "$(git -C "$tree" status --porcelain --untracked-files=no)" ] ||
+	die "build/linux has uncommitted changes; commit them first"
+
+kernel_last=gtime-base
+seen_perf=0
+while read -r sha subject; do
+	case "$subject" in
+	perf*|"tools/perf"*) seen_perf=1 ;;
+	*)
+		[ $seen_perf = 0 ] ||
+			die "kernel commit '$subject' comes after a perf commit; reorder with 'git rebase -i gtime-base'"
+		kernel_last=$sha ;;
+	esac
+done < <(git -C "$tree" log --reverse --format='%H %s' gtime-base..HEAD)
+
+export_range() {
+	local dir="$1" range="$2" tmp
+	tmp=$(mktemp -d)
+	if [ -n "$(git -C "$tree" rev-list "$range")" ]; then
+		git -C "$tree" format-patch -q --zero-commit --no-signature \
+			--numbered --abbrev=12 -o "$tmp" "$range" >/dev/null
+	fi
+	mkdir -p "$series_top/$dir"
+	# Drop the patches the old series listed, then write the new ones.
+	if [ -f "$series_top/$dir/series" ]; then
+		sed 's/#.*//; /^\s*$/d' "$series_top/$dir/series" | while read -r p; do
+			rm -f "$series_top/$dir/$p"
+		done
+	fi
+	: > "$series_top/$dir/series"
+	for p in "$tmp"/*.patch; do
+		[ -e "$p" ] || continue
+		cp "$p" "$series_top/$dir/"
+		basename "$p" >> "$series_top/$dir/series"
+	done
+	echo "export: $dir/: $(wc -l < "$series_top/$dir/series") patch(es)"
+	rm -rf "$tmp"
+}
+
+export_range kernel "gtime-base..$kernel_last"
+export_range tools-perf "$kernel_last..HEAD"
+
+# The tree now holds exactly the exported series: record that, so that
+# 'make tree' knows it has nothing to re-apply.
+if [ -f "$state" ] && [ "$series_top" = "$top" ]; then
+	base_version=$(sed -n 's/^base_version=//p' "$state")
+	digest=$(SERIES_TOP="$series_top" "$top/scripts/prepare-tree.sh" --digest)
+	cat > "$state" <<STATE
+base_version=$base_version
+applied_head=$(git -C "$tree" rev-parse HEAD)
+applied_digest=$digest
+STATE
+fi

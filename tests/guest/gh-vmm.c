@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * gh-vmm: a minimal KVM VMM used by the gtime-halted harness, its tests and
+ * the demo.  It runs inside the QEMU test VM (L1) and starts a nested
+ * real-mode guest (L2).
+ *
+ *   gh-vmm exits N          run a guest that does N port-I/O exits, then HLT
+ *   gh-vmm halt SECONDS     run a guest that halts with HLT passed through
+ *                           (KVM_CAP_X86_DISABLE_EXITS) for SECONDS
+ *
+ * Results are printed as "key=value" lines so tests can parse them.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GUEST_MEM_SIZE	0x10000
+#define IO_PORT		0x10
+
+/* out 0x10, al; dec ecx; jnz -6; hlt */
+static const uint8_t exits_code[] = { 0xe6, IO_PORT, 0x66, 0x49, 0x75, 0xfa, 0xf4 };
+/* cli; 1: hlt; jmp 1b */
+static const uint8_t halt_code[] = { 0xfa, 0xf4, 0xeb, 0xfd };
+
+struct vm {
+	int kvm, vm, vcpu;
+	struct kvm_run *run;
+	uint8_t *mem;
+};
+
+static void die(const char *what)
+{
+	fprintf(stderr, "gh-vmm: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void vm_create(struct vm *v, const uint8_t *code, size_t len,
+		      uint64_t disable_exits)
+{
+	struct kvm_userspace_memory_region region;
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	int run_size;
+
+	v->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (v->kvm < 0)
+		die("open /dev/kvm");
+	v->vm = ioctl(v->kvm, KVM_CREATE_VM, 0);
+	if (v->vm < 0)
+		die("KVM_CREATE_VM");
+
+	if (disable_exits) {
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_X86_DISABLE_EXITS,
+			.args[0] = disable_exits,
+		};
+		int allowed = ioctl(v->vm, KVM_CHECK_EXTENSION,
+				    KVM_CAP_X86_DISABLE_EXITS);
+
+		if ((allowed & disable_exits) != disable_exits) {
+			fprintf(stderr, "gh-vmm: KVM_CAP_X86_DISABLE_EXITS allows 0x%x, need 0x%llx\n",
+				allowed, (unsigned long long)disable_exits);
+			exit(4);
+		}
+		if (ioctl(v->vm, KVM_ENABLE_CAP, &cap))
+			die("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS)");
+	}
+
+	v->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (v->mem == MAP_FAILED)
+		die("mmap guest memory");
+	memcpy(v->mem, code, len);
+	region = (struct kvm_userspace_memory_region) {
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = GUEST_MEM_SIZE,
+		.userspace_addr = (uintptr_t)v->mem,
+	};
+	if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &region))
+		die("KVM_SET_USER_MEMORY_REGION");
+	/* Intel needs a TSS for real mode; harmless on AMD. */
+	if (ioctl(v->vm, KVM_SET_TSS_ADDR, 0xfffbd000UL))
+		die("KVM_SET_TSS_ADDR");
+
+	v->vcpu = ioctl(v->vm, KVM_CREATE_VCPU, 0);
+	if (v->vcpu < 0)
+		die("KVM_CREATE_VCPU");
+	run_size = ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size < 0)
+		die("KVM_GET_VCPU_MMAP_SIZE");
+	v->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->vcpu, 0);
+	if (v->run == MAP_FAILED)
+		die("mmap kvm_run");
+
+	if (ioctl(v->vcpu, KVM_GET_SREGS, &sregs))
+		die("KVM_GET_SREGS");
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	if (ioctl(v->vcpu, KVM_SET_SREGS, &sregs))
+		die("KVM_SET_SREGS");
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = 0;
+	regs.rflags = 0x2;
+	regs.rcx = 0;
+	if (ioctl(v->vcpu, KVM_SET_REGS, &regs))
+		die("KVM_SET_REGS");
+}
+
+static void set_rcx(struct vm *v, uint64_t rcx)
+{
+	struct kvm_regs regs;
+
+	if (ioctl(v->vcpu, KVM_GET_REGS, &regs))
+		die("KVM_GET_REGS");
+	regs.rcx = rcx;
+	if (ioctl(v->vcpu, KVM_SET_REGS, &regs))
+		die("KVM_SET_REGS");
+}
+
+/* Fields 14 (utime), 15 (stime) and 43 (gtime) of a stat line, in ticks. */
+static int read_task_stat(unsigned long *utime, unsigned long *stime,
+			  unsigned long *gtime)
+{
+	char path[64], buf[1024], *p;
+	int fd, n, field;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/stat",
+		 (long)syscall(SYS_gettid));
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	/* Skip "pid (comm)": comm may hold spaces, so find the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	p += 2;
+	for (field = 3; *p; field++) {
+		unsigned long val = strtoul(p, NULL, 10);
+
+		if (field == 14)
+			*utime = val;
+		else if (field == 15)
+			*stime = val;
+		else if (field == 43)
+			*gtime = val;
+		p = strchr(p, ' ');
+		if (!p)
+			break;
+		p++;
+	}
+	return 0;
+}
+
+static int cmd_exits(unsigned long n)
+{
+	unsigned long io_exits = 0, other = 0;
+	double t0, t1;
+	struct vm v;
+
+	if (!n) {
+		fprintf(stderr, "gh-vmm: exits: N must be at least 1\n");
+		return 2;
+	}
+	vm_create(&v, exits_code, sizeof(exits_code), 0);
+	set_rcx(&v, n);
+	t0 = now();
+	for (;;) {
+		if (ioctl(v.vcpu, KVM_RUN, 0) && errno != EINTR)
+			die("KVM_RUN");
+		if (v.run->exit_reason == KVM_EXIT_IO &&
+		    v.run->io.port == IO_PORT) {
+			io_exits++;
+			continue;
+		}
+		if (v.run->exit_reason == KVM_EXIT_HLT)
+			break;
+		if (v.run->exit_reason == KVM_EXIT_INTR) {
+			other++;
+			continue;
+		}
+		fprintf(stderr, "gh-vmm: unexpected exit reason %u\n",
+			v.run->exit_reason);
+		return 1;
+	}
+	t1 = now();
+	printf("io_exits=%lu\n", io_exits);
+	printf("other_exits=%lu\n", other);
+	printf("seconds=%.6f\n", t1 - t0);
+	printf("us_per_exit=%.2f\n", (t1 - t0) * 1e6 / io_exits);
+	return io_exits == n ? 0 : 1;
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+static int cmd_halt(double seconds)
+{
+	unsigned long u0 = 0, s0 = 0, g0 = 0, u1 = 0, s1 = 0, g1 = 0;
+	struct sigaction sa = { .sa_handler = on_alarm };
+	struct itimerval it = { 0 };
+	unsigned long runs = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	double t0, t1;
+	struct vm v;
+
+	vm_create(&v, halt_code, sizeof(halt_code),
+		  KVM_X86_DISABLE_EXITS_HLT | KVM_X86_DISABLE_EXITS_PAUSE);
+	sigaction(SIGALRM, &sa, NULL);
+	it.it_value.tv_sec = (long)seconds;
+	it.it_value.tv_usec = (long)((seconds - (long)seconds) * 1e6);
+
+	if (read_task_stat(&u0, &s0, &g0))
+		die("read /proc/self/task/<tid>/stat");
+	t0 = now();
+	setitimer(ITIMER_REAL, &it, NULL);
+	for (;;) {
+		int r = ioctl(v.vcpu, KVM_RUN, 0);
+
+		runs++;
+		if (r && errno == EINTR)
+			break;
+		if (r)
+			die("KVM_RUN");
+		if (v.run->exit_reason == KVM_EXIT_INTR)
+			break;
+		fprintf(stderr, "gh-vmm: unexpected exit reason %u (HLT should not exit)\n",
+			v.run->exit_reason);
+		return 1;
+	}
+	t1 = now();
+	if (read_task_stat(&u1, &s1, &g1))
+		die("read /proc/self/task/<tid>/stat");
+
+	printf("tid=%ld\n", (long)syscall(SYS_gettid));
+	printf("clk_tck=%ld\n", hz);
+	printf("wall_s=%.3f\n", t1 - t0);
+	printf("kvm_run_calls=%lu\n", runs);
+	printf("utime_ticks=%lu\n", u1 - u0);
+	printf("stime_ticks=%lu\n", s1 - s0);
+	printf("gtime_ticks=%lu\n", g1 - g0);
+	printf("gtime_s=%.3f\n", (double)(g1 - g0) / hz);
+	printf("busy_as_seen_by_host=%.1f%%\n",
+	       100.0 * (u1 - u0 + s1 - s0) / hz / (t1 - t0));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 3 && !strcmp(argv[1], "exits"))
+		return cmd_exits(strtoul(argv[2], NULL, 0));
+	if (argc == 3 && !strcmp(argv[1], "halt"))
+		return cmd_halt(strtod(argv[2], NULL));
+	fprintf(stderr, "usage: gh-vmm exits N | gh-vmm halt SECONDS\n");
+	return 2;
+}

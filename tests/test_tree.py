@@ -1,0 +1,169 @@
+"""The prepared tree, the series round trip, and bad input to the tree tools."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD, TOP
+
+TREE = BUILD / 'linux'
+
+
+def git(*args: str, cwd: Path = TREE) -> str:
+    return subprocess.run(['git', *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def series(top: Path, d: str) -> list[str]:
+    f = top / d / 'series'
+    if not f.exists():
+        return []
+    return [ln.strip() for ln in f.read_text().splitlines()
+            if ln.strip() and not ln.startswith('#')]
+
+
+def patch_subject(path: Path) -> str:
+    """The commit subject 'git am' makes of a format-patch file."""
+    lines = path.read_text(errors='replace').splitlines()
+    for i, ln in enumerate(lines):
+        if ln.startswith('Subject: '):
+            subj = ln[len('Subject: '):]
+            for cont in lines[i + 1:]:
+                if not cont.startswith(' '):
+                    break
+                subj += cont
+            if subj.startswith('['):
+                subj = subj[subj.index(']') + 1:]
+            return subj.strip()
+    raise AssertionError(f'{path} has no Subject')
+
+
+def run_script(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TOP / 'scripts' / name), *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=600)
+
+
+def test_tree_is_612_base_plus_series() -> None:
+    assert TREE.joinpath('.git').is_dir(), 'build/linux is not prepared: run "make tree"'
+    mk = TREE.joinpath('Makefile').read_text()
+    assert 'VERSION = 6\n' in mk and 'PATCHLEVEL = 12\n' in mk
+    base_files = int(git('ls-tree', '-r', '--name-only', 'gtime-base').count('\n'))
+    assert base_files > 50000, 'the base commit does not hold a whole kernel tree'
+    subjects = git('log', '--reverse', '--format=%s', 'gtime-base..HEAD').splitlines()
+    want = [patch_subject(TOP / d / p) for d in ('kernel', 'tools-perf') for p in series(TOP, d)]
+    assert subjects == want, 'build/linux does not hold exactly kernel/series + tools-perf/series'
+
+
+def test_export_round_trip_is_byte_identical(tmp_path: Path) -> None:
+    out = tmp_path / 'export'
+    for d in ('kernel', 'tools-perf'):
+        (out / d).mkdir(parents=True)
+    res = run_script('export-series.sh', {'SERIES_TOP': str(out)})
+    assert res.returncode == 0, res.stderr
+    for d in ('kernel', 'tools-perf'):
+        names = series(TOP, d)
+        assert series(out, d) == names
+        assert (out / d / 'series').read_bytes() == (TOP / d / 'series').read_bytes()
+        for p in names:
+            assert filecmp.cmp(out / d / p, TOP / d / p, shallow=False), f'{d}/{p} differs'
+
+
+def fake_tree(path: Path, version: str) -> Path:
+    v, p, s = version.split('.')
+    (path / 'arch/x86/kvm').mkdir(parents=True)
+    (path / 'Makefile').write_text(f'VERSION = {v}\nPATCHLEVEL = {p}\nSUBLEVEL = {s}\n')
+    (path / 'arch/x86/kvm/x86.c').write_text('int x = 1;\nint y = 2;\nint z = 3;\n')
+    return path
+
+
+def test_ksrc_not_612_is_refused(tmp_path: Path) -> None:
+    ksrc = fake_tree(tmp_path / 'linux-6.11', '6.11.3')
+    res = run_script('prepare-tree.sh', {'KSRC': str(ksrc), 'BUILD_DIR': str(tmp_path / 'b')})
+    assert res.returncode != 0
+    assert 'is Linux 6.11.3; this series is for Linux 6.12.y' in res.stderr
+
+
+def test_ksrc_not_a_tree_is_refused(tmp_path: Path) -> None:
+    res = run_script('prepare-tree.sh', {'KSRC': str(tmp_path), 'BUILD_DIR': str(tmp_path / 'b')})
+    assert res.returncode != 0
+    assert 'is not a Linux source tree' in res.stderr
+
+
+def test_missing_tarball_is_reported(tmp_path: Path) -> None:
+    env = {'TARBALL': str(tmp_path / 'none.tar.xz'), 'BUILD_DIR': str(tmp_path / 'b'), 'KSRC': ''}
+    res = run_script('prepare-tree.sh', env)
+    assert res.returncode != 0
+    assert 'none.tar.xz is missing' in res.stderr
+    assert 'apt-get install linux-source-6.12' in res.stderr
+
+
+def test_patch_that_does_not_apply_is_named(tmp_path: Path) -> None:
+    ksrc = fake_tree(tmp_path / 'linux', '6.12.99')
+    top = tmp_path / 'proj'
+    (top / 'kernel').mkdir(parents=True)
+    (top / 'tools-perf').mkdir()
+    good = ('From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n'
+            'From: A U Thor <a@example.org>\nDate: Sat, 1 Jan 2000 00:00:00 +0000\n'
+            'Subject: [PATCH] KVM: x86: Change y\n\nWhy.\n---\n'
+            'diff --git a/arch/x86/kvm/x86.c b/arch/x86/kvm/x86.c\n'
+            '--- a/arch/x86/kvm/x86.c\n+++ b/arch/x86/kvm/x86.c\n'
+            '@@ -1,3 +1,3 @@\n int x = 1;\n-int y = 2;\n+int y = 20;\n int z = 3;\n')
+    bad = good.replace('Change y', 'Change z').replace('-int y = 2;\n+int y = 20;\n int z = 3;',
+                                                       ' int y = 5;\n-int z = 3;\n+int z = 30;')
+    (top / 'kernel/0001-good.patch').write_text(good)
+    (top / 'kernel/0002-bad.patch').write_text(bad)
+    (top / 'kernel/series').write_text('0001-good.patch\n0002-bad.patch\n')
+    (top / 'tools-perf/series').write_text('')
+    env = {'KSRC': str(ksrc), 'BUILD_DIR': str(tmp_path / 'b'), 'SERIES_TOP': str(top)}
+    res = run_script('prepare-tree.sh', env)
+    assert res.returncode != 0
+    assert 'kernel/0002-bad.patch does not apply' in res.stderr
+    assert 'rejected hunk(s) for arch/x86/kvm/x86.c.rej' in res.stderr
+    assert '+int z = 30;' in res.stderr
+    # The good patch stays applied and the tree is left clean.
+    assert 'int y = 20;' in (tmp_path / 'b/linux/arch/x86/kvm/x86.c').read_text()
+    assert git('status', '--porcelain', cwd=tmp_path / 'b/linux') == ''
+    # The user's KSRC is never modified.
+    assert not (ksrc / '.git').exists()
+    assert 'int y = 2;' in (ksrc / 'arch/x86/kvm/x86.c').read_text()
+
+
+def test_unexported_work_is_never_thrown_away(tmp_path: Path) -> None:
+    ksrc = fake_tree(tmp_path / 'linux', '6.12.99')
+    top = tmp_path / 'proj'
+    for d in ('kernel', 'tools-perf'):
+        (top / d).mkdir(parents=True)
+        (top / d / 'series').write_text('')
+    env = {'KSRC': str(ksrc), 'BUILD_DIR': str(tmp_path / 'b'), 'SERIES_TOP': str(top)}
+    assert run_script('prepare-tree.sh', env).returncode == 0
+    tree = tmp_path / 'b/linux'
+    (tree / 'arch/x86/kvm/x86.c').write_text('int x = 42;\n')
+    git('commit', '-qam', 'KVM: x86: Local work', cwd=tree)
+    # A changed series would re-apply on the base; it must refuse instead.
+    (top / 'kernel/series').write_text('# changed\n')
+    res = run_script('prepare-tree.sh', env)
+    assert res.returncode != 0
+    assert 'KVM: x86: Local work' in res.stderr and 'make export-series' in res.stderr
+    assert (tree / 'arch/x86/kvm/x86.c').read_text() == 'int x = 42;\n'
+    # Exported, the work becomes the series, and a fresh tree re-creates it.
+    assert run_script('export-series.sh', env).returncode == 0
+    assert (top / 'kernel/series').read_text() == '0001-KVM-x86-Local-work.patch\n'
+    shutil.rmtree(tmp_path / 'b')
+    assert run_script('prepare-tree.sh', env).returncode == 0
+    assert (tree / 'arch/x86/kvm/x86.c').read_text() == 'int x = 42;\n'
+
+
+def test_kernel_config_has_what_the_tests_need() -> None:
+    cfg = (BUILD / 'kernel' / '.config').read_text()
+    for opt in ('SMP', 'ACPI', 'KVM', 'KVM_AMD', 'KVM_INTEL', 'TRACEPOINTS', 'PERF_EVENTS',
+                'KUNIT', 'CGROUPS', 'FAIR_GROUP_SCHED', 'NO_HZ_FULL', 'BLK_DEV_INITRD',
+                'DEVTMPFS', '9P_FS', 'NET_9P_VIRTIO'):
+        assert f'\nCONFIG_{opt}=y\n' in cfg, f'CONFIG_{opt} is not built in'
+    nr = int(cfg.split('\nCONFIG_NR_CPUS=')[1].split('\n')[0])
+    assert nr >= 4
