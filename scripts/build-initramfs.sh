@@ -22,7 +22,7 @@ install -m 755 "$top/scripts/initramfs-init" "$root/init"
 
 # perf and every shared library it loads, at the same paths as here.
 strip -o "$root/usr/bin/perf" "$perf"
-ldd "$perf" | awk '/=> \// {print $3} /^\s*\/.*ld-linux/ {print $1}' | sort -u |
+ldd "$perf" | awk '/=> \// {print $3} /^[ \t]*\/.*ld-linux/ {print $1}' | sort -u |
 while read -r lib; do
 	mkdir -p "$root$(dirname "$lib")"
 	cp -L "$lib" "$root$lib"

@@ -38,10 +38,8 @@ class GuestRunner:
         if append:
             vm = vmrun.VM(vmrun.VMConfig(append=append))
         res = vm.run(command, timeout=timeout)
-        assert not res.hung, res.describe()
-        assert not res.panicked, res.describe()
-        if expect_rc is not None:
-            assert res.rc == expect_rc, res.describe()
+        if res.hung or res.panicked or (expect_rc is not None and res.rc != expect_rc):
+            pytest.fail(f'expected exit status {expect_rc}; {res.describe()}', pytrace=False)
         return res
 
 
