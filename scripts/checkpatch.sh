@@ -6,6 +6,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cp="$top/build/linux/scripts/checkpatch.pl"
 [ -x "$cp" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
 
+# checkpatch runs scripts/spdxcheck.py with python3, which needs ply.
+export PATH="/usr/bin:$PATH"
+
 bad=0 n=0
 for dir in kernel tools-perf; do
 	[ -f "$top/$dir/series" ] || continue

@@ -2,9 +2,9 @@
 # Write the commits of build/linux on top of the pristine base back out as
 # the kernel/ and tools-perf/ series.
 #
-# Commits whose subject starts with "perf" (perf kvm:, perf tools:, ...) go
-# to tools-perf/, all others to kernel/.  Kernel commits must come first,
-# since 'make tree' applies kernel/ before tools-perf/.  Exporting an
+# Commits that touch only tools/ (outside tools/testing/) go to tools-perf/,
+# all others to kernel/.  Kernel commits must come first, since 'make tree'
+# applies kernel/ before tools-perf/.  Exporting an
 # unedited tree reproduces the series byte for byte.
 set -euo pipefail
 
@@ -22,16 +22,27 @@ git -C "$tree" rev-parse -q --verify gtime-base >/dev/null ||
 [ -z "$(git -C "$tree" status --porcelain --untracked-files=no)" ] ||
 	die "build/linux has uncommitted changes; commit them first"
 
+# A commit belongs to tools-perf/ when every path it touches is under tools/
+# but not under tools/testing/ (KVM selftests are kernel patches).
+is_tools_commit() {
+	local files
+
+	files=$(git -C "$tree" diff-tree --no-commit-id --name-only -r "$1")
+	[ -n "$files" ] &&
+		! grep -qv '^tools/' <<<"$files" &&
+		! grep -q '^tools/testing/' <<<"$files"
+}
+
 kernel_last=gtime-base
 seen_perf=0
 while read -r sha subject; do
-	case "$subject" in
-	perf*|"tools/perf"*) seen_perf=1 ;;
-	*)
+	if is_tools_commit "$sha"; then
+		seen_perf=1
+	else
 		[ $seen_perf = 0 ] ||
-			die "kernel commit '$subject' comes after a perf commit; reorder with 'git rebase -i gtime-base'"
-		kernel_last=$sha ;;
-	esac
+			die "kernel commit '$subject' comes after a tools/perf commit; reorder with 'git rebase -i gtime-base'"
+		kernel_last=$sha
+	fi
 done < <(git -C "$tree" log --reverse --format='%H %s' gtime-base..HEAD)
 
 export_range() {

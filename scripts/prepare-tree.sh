@@ -122,6 +122,13 @@ or point KSRC at a Linux 6.12.y tree."
 	git -C "$tree" add -A -f .
 	GIT_AUTHOR_DATE="2000-01-01T00:00:00Z" GIT_COMMITTER_DATE="2000-01-01T00:00:00Z" \
 		git -C "$tree" commit -q -m "Linux $base_version base from $origin"
+	# Debian's source ignores every top-level path (its packaging repo
+	# tracks only debian/), which would hide new files from 'git add'.
+	if grep -qx '!/debian/' "$tree/.gitignore" 2>/dev/null; then
+		sed -i '/^# Debian packaging: ignore everything/,/^!\/debian\/$/d' "$tree/.gitignore"
+		GIT_AUTHOR_DATE="2000-01-01T00:00:00Z" GIT_COMMITTER_DATE="2000-01-01T00:00:00Z" \
+			git -C "$tree" commit -q -am "Drop the Debian packaging rule that hides new top-level paths from git"
+	fi
 	git -C "$tree" tag -f gtime-base >/dev/null
 fi
 

@@ -55,6 +55,10 @@ def test_tree_is_612_base_plus_series() -> None:
     assert 'VERSION = 6\n' in mk and 'PATCHLEVEL = 12\n' in mk
     base_files = int(git('ls-tree', '-r', '--name-only', 'gtime-base').count('\n'))
     assert base_files > 50000, 'the base commit does not hold a whole kernel tree'
+    # New files must be visible to git, or commits silently miss them.
+    ignored = subprocess.run(['git', 'check-ignore', '-q', 'arch/x86/kvm/new_file.c'],
+                             cwd=TREE)
+    assert ignored.returncode == 1, 'build/linux ignores new source files'
     subjects = git('log', '--reverse', '--format=%s', 'gtime-base..HEAD').splitlines()
     want = [patch_subject(TOP / d / p) for d in ('kernel', 'tools-perf') for p in series(TOP, d)]
     assert subjects == want, 'build/linux does not hold exactly kernel/series + tools-perf/series'
