@@ -18,7 +18,7 @@ export KSRC JOBS
 .DEFAULT_GOAL := help
 
 .PHONY: help deps tree export-series kernel perf selftests initramfs vm \
-	test demo checkpatch clean distclean
+	test demo bench checkpatch clean distclean
 
 help: ## List the targets
 	@echo "gtime-halted: make TARGET"
@@ -61,7 +61,11 @@ test: vm ## Run the test suite (pytest, boots the VM under QEMU TCG)
 demo: vm ## Show a halted nested guest's vCPU counted as 100% busy
 	@$(PYTHON) scripts/demo.py
 
+bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot
+	@$(PYTHON) scripts/bench.py
+
 checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
+	@scripts/deps.sh test
 	@scripts/checkpatch.sh
 
 clean: ## Remove build outputs but keep build/linux and its commits

@@ -18,7 +18,7 @@ pkgs_for() {
 	kernel)	echo "build-essential flex bison bc libelf-dev libssl-dev cpio ccache rsync" ;;
 	perf)	echo "build-essential flex bison libelf-dev libdw-dev libtraceevent-dev pkg-config" ;;
 	vm)	echo "qemu-system-x86 busybox-static cpio" ;;
-	test)	echo "python3 python3-pytest python3-ply" ;;
+	test)	echo "python3 python3-pytest python3-ply python3-git" ;;
 	all)	for g in tree kernel perf vm test; do pkgs_for "$g"; done ;;
 	*)	echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
 	esac

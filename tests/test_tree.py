@@ -171,3 +171,13 @@ def test_kernel_config_has_what_the_tests_need() -> None:
         assert f'\nCONFIG_{opt}=y\n' in cfg, f'CONFIG_{opt} is not built in'
     nr = int(cfg.split('\nCONFIG_NR_CPUS=')[1].split('\n')[0])
     assert nr >= 4
+
+
+def test_series_passes_checkpatch_strict() -> None:
+    res = subprocess.run([str(TOP / 'scripts' / 'checkpatch.sh')], capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    n = len(series(TOP, 'kernel')) + len(series(TOP, 'tools-perf'))
+    assert f'checkpatch: {n} patch(es) clean' in res.stdout
+    # spdxcheck.py must have run: its Python modules are installed.
+    assert 'Traceback' not in res.stderr, res.stderr

@@ -4,7 +4,10 @@
  * the demo.  It runs inside the QEMU test VM (L1) and starts a nested
  * real-mode guest (L2).
  *
- *   gh-vmm exits N          run a guest that does N port-I/O exits, then HLT
+ *   gh-vmm exits N [passthrough]
+ *                           run a guest that does N port-I/O exits, then
+ *                           signals the end on another port; with
+ *                           "passthrough", HLT and PAUSE do not exit
  *   gh-vmm halt SECONDS     run a guest that halts with HLT passed through
  *                           (KVM_CAP_X86_DISABLE_EXITS) for SECONDS
  *
@@ -28,9 +31,12 @@
 
 #define GUEST_MEM_SIZE	0x10000
 #define IO_PORT		0x10
+#define DONE_PORT	0x11
 
-/* out 0x10, al; dec ecx; jnz -6; hlt */
-static const uint8_t exits_code[] = { 0xe6, IO_PORT, 0x66, 0x49, 0x75, 0xfa, 0xf4 };
+/* 1: out 0x10, al; dec ecx; jnz 1b; out 0x11, al; hlt */
+static const uint8_t exits_code[] = {
+	0xe6, IO_PORT, 0x66, 0x49, 0x75, 0xfa, 0xe6, DONE_PORT, 0xf4
+};
 /* cli; 1: hlt; jmp 1b */
 static const uint8_t halt_code[] = { 0xfa, 0xf4, 0xeb, 0xfd };
 
@@ -139,9 +145,12 @@ static void set_rcx(struct vm *v, uint64_t rcx)
 		die("KVM_SET_REGS");
 }
 
-/* Fields 14 (utime), 15 (stime) and 43 (gtime) of a stat line, in ticks. */
+/*
+ * Fields 14 (utime), 15 (stime), 43 (gtime) and 53 (gtime_halted) of this
+ * thread's stat line, in ticks.  *ghalted is -1 on kernels without field 53.
+ */
 static int read_task_stat(unsigned long *utime, unsigned long *stime,
-			  unsigned long *gtime)
+			  unsigned long *gtime, long *ghalted)
 {
 	char path[64], buf[1024], *p;
 	int fd, n, field;
@@ -161,6 +170,7 @@ static int read_task_stat(unsigned long *utime, unsigned long *stime,
 	if (!p)
 		return -1;
 	p += 2;
+	*ghalted = -1;
 	for (field = 3; *p; field++) {
 		unsigned long val = strtoul(p, NULL, 10);
 
@@ -170,6 +180,8 @@ static int read_task_stat(unsigned long *utime, unsigned long *stime,
 			*stime = val;
 		else if (field == 43)
 			*gtime = val;
+		else if (field == 53)
+			*ghalted = val;
 		p = strchr(p, ' ');
 		if (!p)
 			break;
@@ -178,7 +190,48 @@ static int read_task_stat(unsigned long *utime, unsigned long *stime,
 	return 0;
 }
 
-static int cmd_exits(unsigned long n)
+/*
+ * Read one vCPU statistic through KVM's binary stats interface.  Returns
+ * -1 when the kernel has no statistic of that name.
+ */
+static long long read_vcpu_stat(struct vm *v, const char *name)
+{
+	struct kvm_stats_header hdr;
+	struct kvm_stats_desc *desc;
+	long long val = -1;
+	size_t desc_size;
+	unsigned int i;
+	int fd;
+
+	fd = ioctl(v->vcpu, KVM_GET_STATS_FD, NULL);
+	if (fd < 0)
+		die("KVM_GET_STATS_FD");
+	if (pread(fd, &hdr, sizeof(hdr), 0) != sizeof(hdr))
+		die("read stats header");
+	desc_size = sizeof(*desc) + hdr.name_size;
+	desc = malloc(desc_size);
+	if (!desc)
+		die("malloc");
+	for (i = 0; i < hdr.num_desc; i++) {
+		uint64_t data;
+
+		if (pread(fd, desc, desc_size, hdr.desc_offset + i * desc_size) !=
+		    (ssize_t)desc_size)
+			die("read stats descriptor");
+		if (strcmp(desc->name, name))
+			continue;
+		if (pread(fd, &data, sizeof(data), hdr.data_offset + desc->offset) !=
+		    sizeof(data))
+			die("read stats data");
+		val = data;
+		break;
+	}
+	free(desc);
+	close(fd);
+	return val;
+}
+
+static int cmd_exits(unsigned long n, int passthrough)
 {
 	unsigned long io_exits = 0, other = 0;
 	double t0, t1;
@@ -188,7 +241,8 @@ static int cmd_exits(unsigned long n)
 		fprintf(stderr, "gh-vmm: exits: N must be at least 1\n");
 		return 2;
 	}
-	vm_create(&v, exits_code, sizeof(exits_code), 0);
+	vm_create(&v, exits_code, sizeof(exits_code), passthrough ?
+		  KVM_X86_DISABLE_EXITS_HLT | KVM_X86_DISABLE_EXITS_PAUSE : 0);
 	set_rcx(&v, n);
 	t0 = now();
 	for (;;) {
@@ -199,7 +253,8 @@ static int cmd_exits(unsigned long n)
 			io_exits++;
 			continue;
 		}
-		if (v.run->exit_reason == KVM_EXIT_HLT)
+		if (v.run->exit_reason == KVM_EXIT_IO &&
+		    v.run->io.port == DONE_PORT)
 			break;
 		if (v.run->exit_reason == KVM_EXIT_INTR) {
 			other++;
@@ -225,6 +280,7 @@ static void on_alarm(int sig)
 static int cmd_halt(double seconds)
 {
 	unsigned long u0 = 0, s0 = 0, g0 = 0, u1 = 0, s1 = 0, g1 = 0;
+	long h0, h1;
 	struct sigaction sa = { .sa_handler = on_alarm };
 	struct itimerval it = { 0 };
 	unsigned long runs = 0;
@@ -238,7 +294,7 @@ static int cmd_halt(double seconds)
 	it.it_value.tv_sec = (long)seconds;
 	it.it_value.tv_usec = (long)((seconds - (long)seconds) * 1e6);
 
-	if (read_task_stat(&u0, &s0, &g0))
+	if (read_task_stat(&u0, &s0, &g0, &h0))
 		die("read /proc/self/task/<tid>/stat");
 	t0 = now();
 	setitimer(ITIMER_REAL, &it, NULL);
@@ -257,10 +313,11 @@ static int cmd_halt(double seconds)
 		return 1;
 	}
 	t1 = now();
-	if (read_task_stat(&u1, &s1, &g1))
+	if (read_task_stat(&u1, &s1, &g1, &h1))
 		die("read /proc/self/task/<tid>/stat");
 
 	printf("tid=%ld\n", (long)syscall(SYS_gettid));
+	printf("stat_guest_halted_ns=%lld\n", read_vcpu_stat(&v, "guest_halted_ns"));
 	printf("clk_tck=%ld\n", hz);
 	printf("wall_s=%.3f\n", t1 - t0);
 	printf("kvm_run_calls=%lu\n", runs);
@@ -268,6 +325,10 @@ static int cmd_halt(double seconds)
 	printf("stime_ticks=%lu\n", s1 - s0);
 	printf("gtime_ticks=%lu\n", g1 - g0);
 	printf("gtime_s=%.3f\n", (double)(g1 - g0) / hz);
+	if (h1 >= 0)
+		printf("gtime_halted_ticks=%ld\n", h1 - h0);
+	else
+		printf("gtime_halted_ticks=absent\n");
 	printf("busy_as_seen_by_host=%.1f%%\n",
 	       100.0 * (u1 - u0 + s1 - s0) / hz / (t1 - t0));
 	return 0;
@@ -276,10 +337,11 @@ static int cmd_halt(double seconds)
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc == 3 && !strcmp(argv[1], "exits"))
-		return cmd_exits(strtoul(argv[2], NULL, 0));
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "exits"))
+		return cmd_exits(strtoul(argv[2], NULL, 0),
+				 argc == 4 && !strcmp(argv[3], "passthrough"));
 	if (argc == 3 && !strcmp(argv[1], "halt"))
 		return cmd_halt(strtod(argv[2], NULL));
-	fprintf(stderr, "usage: gh-vmm exits N | gh-vmm halt SECONDS\n");
+	fprintf(stderr, "usage: gh-vmm exits N [passthrough] | gh-vmm halt SECONDS\n");
 	return 2;
 }
