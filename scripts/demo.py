@@ -30,8 +30,15 @@ def main() -> int:
     args = ap.parse_args()
 
     print('demo: booting build/bzImage in QEMU TCG (q35, EPYC+svm+npt, 4 CPUs)...')
+    guest_cmd = (
+        'uname -r; P=/sys/module/kvm/parameters; '
+        'echo "source=$(cat $P/guest_halted_source)"; '
+        'echo 1 > $P/guest_halted 2>/dev/null; '
+        'echo "enabled=$(cat $P/guest_halted)"; '
+        r'dmesg | grep -e "MPERF clock" -e "guest halted" | sed "s/^\[[^]]*\] /log=/"; '
+        f'gh-vmm halt {args.seconds:g}')
     try:
-        res = vmrun.VM().run(f'uname -r; gh-vmm halt {args.seconds:g}', timeout=300)
+        res = vmrun.VM().run(guest_cmd, timeout=300)
     except vmrun.VMError as e:
         print(f'demo: error: {e}', file=sys.stderr)
         return 2
@@ -42,8 +49,10 @@ def main() -> int:
     hz = int(r['clk_tck'])
     wall = float(r['wall_s'])
     gtime = int(r['gtime_ticks'])
+    halted = int(r['gtime_halted_ticks'])
     kernel = res.output.splitlines()[0]
-    print(f'''
+    logs = '\n'.join('  kernel log: ' + ln for ln in re.findall(r'^log=(.*)$', res.output, re.M))
+    print(f"""
 Nested guest on Linux {kernel}, HLT and PAUSE passed through
 (KVM_CAP_X86_DISABLE_EXITS); the guest runs "cli; hlt" and does nothing else.
 
@@ -53,7 +62,18 @@ Nested guest on Linux {kernel}, HLT and PAUSE passed through
   host's view of the vCPU thread    {100.0 * gtime / hz / wall:7.1f} % busy
 
 The host cannot tell this idle vCPU from one doing real work: the problem
-gtime-halted solves.  (VM run took {res.seconds:.1f} s.)''')
+gtime-halted solves.  What the gtime-halted kernel reports:
+
+  source of halted time             {r['source']}
+  kvm.guest_halted                  {r['enabled']}
+  gtime_halted (stat field 53)      {halted / hz:8.2f} s  ({halted} ticks)
+  vCPU stat guest_halted_ns         {int(r['stat_guest_halted_ns']) / 1e9:8.2f} s
+{logs}""")
+    if r['source'] == 'none':
+        print('\nThis CPU (QEMU TCG) has no APERF/MPERF: the kernel says so, refuses to\n'
+              'switch accounting on, and reports 0 rather than a guess.  On a host with\n'
+              'APERF/MPERF and kvm.guest_halted=1, gtime_halted follows gtime here.')
+    print(f'\n(VM run took {res.seconds:.1f} s.)')
     return 0
 
 
