@@ -17,13 +17,14 @@ export KSRC JOBS
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps tree export-series kernel perf selftests initramfs vm \
+.PHONY: help deps tree export-series kernel kernel-base perf selftests \
+	selftests-all regression-prep initramfs vm \
 	test demo bench checkpatch clean distclean
 
 help: ## List the targets
 	@echo "gtime-halted: make TARGET"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+		awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 	@echo "Variables: KSRC=<6.12.y tree>  JOBS=<n>  FORCE=1 (tree)  TESTS=<pytest paths>"
 
 deps: ## Install the Debian packages every target needs (as root)
@@ -40,6 +41,10 @@ kernel: tree ## Build build/bzImage (tinyconfig + kernel/configs/*.config)
 	@scripts/deps.sh kernel
 	@scripts/build-kernel.sh
 
+kernel-base: tree ## Build the unpatched base with the same config (build/bzImage-base)
+	@scripts/deps.sh kernel
+	@scripts/build-kernel.sh --base
+
 perf: tree ## Build tools/perf from build/linux into build/perf
 	@scripts/deps.sh perf
 	@scripts/build-perf.sh
@@ -48,17 +53,23 @@ selftests: tree ## Build the KVM selftests in tests/kvm-selftests.list (static)
 	@scripts/deps.sh kernel
 	@scripts/build-selftests.sh
 
+selftests-all: tree ## Build every x86_64 KVM selftest but perf/stress (static)
+	@scripts/deps.sh kernel
+	@scripts/build-selftests.sh --all
+
+regression-prep: kernel-base selftests-all ## What the upstream regression suite needs
+
 initramfs: perf selftests ## Build build/initramfs.cpio (busybox, perf, tests)
 	@scripts/deps.sh vm
 	@scripts/build-initramfs.sh
 
 vm: kernel initramfs ## Everything the test VM boots
 
-test: vm ## Run the test suite (pytest, boots the VM under QEMU TCG)
+test: vm regression-prep ## Run the test suite (pytest, boots the VM under QEMU TCG)
 	@scripts/deps.sh test
 	$(PYTEST) -v -ra $(PYTEST_ARGS) $(TESTS)
 
-demo: vm ## Show a halted nested guest's vCPU counted as 100% busy
+demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel reports
 	@$(PYTHON) scripts/demo.py
 
 bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot
@@ -69,7 +80,8 @@ checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
 	@scripts/checkpatch.sh
 
 clean: ## Remove build outputs but keep build/linux and its commits
-	rm -rf build/kernel build/perf build/selftests build/headers build/headers-obj \
+	rm -rf build/kernel build/kernel-base build/bzImage-base build/perf build/selftests \
+		build/headers build/headers-obj \
 		build/guest build/initramfs build/initramfs.cpio build/bzImage build/vm-runs
 
 distclean: ## Remove build/ entirely (refuses if build/linux has unexported work)

@@ -51,13 +51,9 @@ def main() -> int:
 
     script = GUEST_SCRIPT.format(rounds=args.rounds, exits=args.exits, param=PARAM)
     print(f'bench: {args.rounds} x (off, on) runs of {args.exits} exits, one boot...')
-    try:
-        res = vmrun.VM().run(script, timeout=60 + args.rounds * args.exits * 0.002)
-    except vmrun.VMError as e:
-        print(f'bench: error: {e}', file=sys.stderr)
-        return 2
-    if res.rc != 0:
-        print(f'bench: failed: {res.describe()}', file=sys.stderr)
+    res = vmrun.run_or_report('bench', script,
+                              timeout=60 + 2 * (args.rounds + 1) * args.exits * 0.002)
+    if res is None:
         return 1
 
     source = re.search(r'^source=(\w+)', res.output, re.M).group(1)

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Build the test kernel from build/linux into build/kernel (O=).
 #
+#   scripts/build-kernel.sh [--base]
+#
+# --base builds the unpatched base (tag gtime-base, checked out as a git
+# worktree in build/linux-base) with the same config into build/kernel-base
+# and build/bzImage-base, for the upstream regression suite.  Options the
+# base's Kconfig does not know (those the series adds) are left out.
+#
 # The config is 'make tinyconfig' plus kernel/configs/*.config.  Every option
 # a fragment sets is checked against the final .config, so a dependency that
 # silently turned an option off fails the build instead of the tests.
@@ -9,10 +16,26 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 tree="$top/build/linux"
-out="${KBUILD_OUT:-$top/build/kernel}"
+out="$top/build/kernel"
+dest="$top/build/bzImage"
 jobs="${JOBS:-$(nproc)}"
+base=0
 
 [ -f "$tree/Makefile" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+
+if [ "${1:-}" = --base ]; then
+	base=1
+	want=$(git -C "$tree" rev-parse gtime-base)
+	tree="$top/build/linux-base"
+	out="$top/build/kernel-base"
+	dest="$top/build/bzImage-base"
+	if [ "$(git -C "$tree" rev-parse HEAD 2>/dev/null)" != "$want" ]; then
+		echo "kernel: checking out gtime-base in build/linux-base"
+		rm -rf "$tree"
+		git -C "$top/build/linux" worktree prune
+		git -C "$top/build/linux" worktree add -q -f --detach "$tree" "$want"
+	fi
+fi
 mkdir -p "$out"
 
 cc=gcc
@@ -43,6 +66,11 @@ while IFS= read -r line; do
 		fi ;;
 	CONFIG_*=*)
 		if ! grep -qxF "$line" "$out/.config"; then
+			opt=${line%%=*}
+			if [ $base = 1 ] && ! grep -rqsx --include='Kconfig*' \
+					"config ${opt#CONFIG_}" "$tree"; then
+				continue
+			fi
 			have=$(grep -E "^(# )?${line%%=*}[= ]" "$out/.config" || echo "not present")
 			echo "error: fragment wants $line, .config has: $have" >&2
 			bad=1
@@ -57,5 +85,5 @@ fi
 
 echo "kernel: building bzImage with $jobs jobs"
 kmake bzImage
-cp "$out/arch/x86/boot/bzImage" "$top/build/bzImage"
-echo "kernel: build/bzImage ($(git -C "$tree" describe --always --tags 2>/dev/null))"
+cp "$out/arch/x86/boot/bzImage" "$dest"
+echo "kernel: ${dest#"$top"/} ($(git -C "$tree" describe --always --tags 2>/dev/null))"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build KVM selftests from build/linux, statically, into build/selftests.
 #
-#   scripts/build-selftests.sh [TEST...]
+#   scripts/build-selftests.sh [--all | TEST...]
 #
 # TEST is a path below tools/testing/selftests/kvm, e.g. x86_64/xapic_ipi_test.
-# Without arguments, the tests listed in tests/kvm-selftests.list are built.
+# Without arguments, the tests listed in tests/kvm-selftests.list are built;
+# with --all, every x86_64 test but the perf and stress ones, listed then in
+# build/selftests/all.list (the upstream regression suite).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +17,21 @@ jobs="${JOBS:-$(nproc)}"
 
 [ -d "$tree/tools/testing/selftests/kvm" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
 
-if [ $# -eq 0 ]; then
+mkdir -p "$out"
+
+# Every x86_64 KVM selftest of the tree, less the perf and stress tests
+# (long-running benchmarks, not pass/fail checks).
+all_tests() {
+	printf 'gh-print-progs:\n\t@echo $(TEST_GEN_PROGS_x86_64)\n' |
+		make -s -C "$tree/tools/testing/selftests/kvm" -f Makefile -f - \
+			gh-print-progs | tr ' ' '\n' | grep -v -e '_perf_test$' -e 'stress' |
+		sed '/^$/d'
+}
+
+if [ "${1:-}" = --all ]; then
+	mapfile -t tests < <(all_tests)
+	printf '%s\n' "${tests[@]}" > "$top/build/selftests/all.list.tmp"
+elif [ $# -eq 0 ]; then
 	mapfile -t tests < <(sed 's/#.*//; /^\s*$/d' "$top/tests/kvm-selftests.list")
 else
 	tests=("$@")
@@ -27,7 +43,6 @@ echo "selftests: installing uapi headers into build/headers"
 make -s -C "$tree" O="$top/build/headers-obj" headers_install \
 	INSTALL_HDR_PATH="$hdr" >/dev/null
 
-mkdir -p "$out"
 echo "selftests: building ${#tests[@]} KVM selftest(s) statically"
 make -s -C "$tree/tools/testing/selftests/kvm" -j"$jobs" \
 	OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr/include" \
@@ -40,4 +55,7 @@ make -s -C "$tree/tools/testing/selftests/kvm" -j"$jobs" \
 for t in "${tests[@]}"; do
 	[ -x "$out/$t" ] || { echo "error: $t was not built" >&2; exit 1; }
 done
+if [ -f "$top/build/selftests/all.list.tmp" ]; then
+	mv "$top/build/selftests/all.list.tmp" "$top/build/selftests/all.list"
+fi
 echo "selftests: ${tests[*]}"

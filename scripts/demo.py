@@ -37,13 +37,8 @@ def main() -> int:
         'echo "enabled=$(cat $P/guest_halted)"; '
         r'dmesg | grep -e "MPERF clock" -e "guest halted" | sed "s/^\[[^]]*\] /log=/"; '
         f'gh-vmm halt {args.seconds:g}')
-    try:
-        res = vmrun.VM().run(guest_cmd, timeout=300)
-    except vmrun.VMError as e:
-        print(f'demo: error: {e}', file=sys.stderr)
-        return 2
-    if res.rc != 0:
-        print(f'demo: failed: {res.describe()}', file=sys.stderr)
+    res = vmrun.run_or_report('demo', guest_cmd, timeout=300)
+    if res is None:
         return 1
     r = kv(res.output)
     hz = int(r['clk_tck'])

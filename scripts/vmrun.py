@@ -170,6 +170,20 @@ class VM:
                     sys.stdout.flush()
 
 
+def run_or_report(prog: str, command: str, timeout: float) -> Optional[VMResult]:
+    """Run `command` in a default VM for a script: on any failure print
+    "PROG: ..." with the console tail and return None."""
+    try:
+        res = VM().run(command, timeout=timeout)
+    except VMError as e:
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        return None
+    if res.rc != 0:
+        print(f'{prog}: failed: {res.describe()}', file=sys.stderr)
+        return None
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--timeout', type=float, default=300.0, help='hard timeout in seconds')
