@@ -19,7 +19,7 @@ export KSRC JOBS
 
 .PHONY: help deps tree export-series kernel kernel-base perf selftests \
 	selftests-all regression-prep initramfs vm \
-	test demo bench checkpatch clean distclean
+	test demo bench bisect-check checkpatch clean distclean
 
 help: ## List the targets
 	@echo "gtime-halted: make TARGET"
@@ -74,6 +74,9 @@ demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel re
 
 bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot
 	@$(PYTHON) scripts/bench.py
+
+bisect-check: kernel ## Build vmlinux at every patch of the series (slow)
+	@scripts/bisect-check.sh
 
 checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
 	@scripts/deps.sh test

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Check that every patch of the series builds on its own: for each commit
+# after gtime-base, check it out in a worktree (build/linux-bisect) and build
+# the test kernel's vmlinux there (O=build/kernel-bisect, same config).
+# Incremental and ccache-backed, but still one kernel build per patch that
+# touches a widely included header: a maintainer's check, not part of
+# 'make test'.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+tree="$top/build/linux"
+wt="$top/build/linux-bisect"
+out="$top/build/kernel-bisect"
+jobs="${JOBS:-$(nproc)}"
+
+[ -f "$top/build/kernel/.config" ] || { echo "error: run 'make kernel' first" >&2; exit 1; }
+cc=gcc
+command -v ccache >/dev/null && cc="ccache gcc"
+
+if [ ! -d "$wt" ]; then
+	git -C "$tree" worktree prune
+	git -C "$tree" worktree add -q -f --detach "$wt" gtime-base
+fi
+mkdir -p "$out"
+cp "$top/build/kernel/.config" "$out/.config"
+
+bad=0
+for c in $(git -C "$tree" rev-list --reverse gtime-base..HEAD); do
+	subject=$(git -C "$tree" log -1 --format=%s "$c")
+	git -C "$wt" checkout -q --detach "$c"
+	start=$(date +%s)
+	if make -s -C "$wt" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" olddefconfig vmlinux \
+			>"$out/build.log" 2>&1; then
+		echo "ok   $(( $(date +%s) - start ))s  $subject"
+	else
+		echo "FAIL $(( $(date +%s) - start ))s  $subject"
+		tail -20 "$out/build.log" | sed 's/^/     /'
+		bad=1
+	fi
+done
+exit $bad
