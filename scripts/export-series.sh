@@ -49,7 +49,8 @@ export_range() {
 	local dir="$1" range="$2" tmp
 	tmp=$(mktemp -d)
 	if [ -n "$(git -C "$tree" rev-list "$range")" ]; then
-		git -C "$tree" format-patch -q --zero-commit --no-signature \
+		git -C "$tree" -c diff.suppressBlankEmpty=true \
+			format-patch -q --zero-commit --no-signature \
 			--numbered --abbrev=12 -o "$tmp" "$range" >/dev/null
 	fi
 	mkdir -p "$series_top/$dir"
