@@ -21,10 +21,10 @@ PER_TEST_TIMEOUT = 30
 RC_SKIP = 4
 
 
-def run_suite(kernel: Path, name: str) -> dict[str, int]:
+def run_suite(kernel: Path, name: str, tests: list[str] | None = None) -> dict[str, int]:
     if not kernel.exists() or not ALL_LIST.exists():
         pytest.fail(f'{kernel.name} or the selftest list is missing: run "make regression-prep"')
-    tests = ALL_LIST.read_text().split()
+    tests = tests or ALL_LIST.read_text().split()
     share = BUILD / 'vm-runs' / f'selftests-{name}'
     shutil.rmtree(share, ignore_errors=True)
     for t in tests:
@@ -60,9 +60,15 @@ def test_no_selftest_regresses(base_results: dict[str, int],
     passed_base = {t for t, rc in base_results.items() if rc == 0}
     # The suite must have really run: most tests pass or skip on TCG.
     assert len(passed_base) >= 30, base_results
-    regressions = sorted(f'{t} (rc {patched_results[t]})' for t in passed_base
-                         if patched_results[t] != 0)
-    assert not regressions, 'pass on the base, fail on the patched kernel: ' + ', '.join(regressions)
+    failed = sorted(t for t in passed_base if patched_results[t] != 0)
+    # Some selftests are flaky under TCG: a test counts as a regression only
+    # if it also fails both reruns on the patched kernel.
+    for attempt in ('rerun1', 'rerun2'):
+        if not failed:
+            break
+        rerun = run_suite(BUILD / 'bzImage', attempt, failed)
+        failed = [t for t in failed if rerun[t] != 0]
+    assert not failed, 'pass on the base, fail on the patched kernel 3 times: ' + ', '.join(failed)
 
 
 def test_binary_stats_test_checks_new_stat(base_results: dict[str, int],
