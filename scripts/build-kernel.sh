@@ -42,6 +42,8 @@ cc=gcc
 if command -v ccache >/dev/null; then
 	cc="ccache gcc"
 fi
+# Hash paths relative to the checkout, so that another clone hits the cache.
+export CCACHE_BASEDIR="$top"
 kmake() { make -s -C "$tree" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" "$@"; }
 
 frags=("$top"/kernel/configs/*.config)

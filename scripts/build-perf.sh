@@ -12,6 +12,8 @@ mkdir -p "$out"
 
 cc=gcc
 command -v ccache >/dev/null && cc="ccache gcc"
+# Hash paths relative to the checkout, so that another clone hits the cache.
+export CCACHE_BASEDIR="$top"
 
 echo "perf: building tools/perf with $jobs jobs"
 # Features the harness does not use are switched off: they only add build
