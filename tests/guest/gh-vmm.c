@@ -319,6 +319,7 @@ static int cmd_halt(double seconds)
 	printf("tid=%ld\n", (long)syscall(SYS_gettid));
 	printf("stat_guest_halted_ns=%lld\n", read_vcpu_stat(&v, "guest_halted_ns"));
 	printf("clk_tck=%ld\n", hz);
+	printf("tsc_khz=%d\n", ioctl(v.vcpu, KVM_GET_TSC_KHZ, 0));
 	printf("wall_s=%.3f\n", t1 - t0);
 	printf("kvm_run_calls=%lu\n", runs);
 	printf("utime_ticks=%lu\n", u1 - u0);
