@@ -7,15 +7,12 @@
 # 'make test'.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
-tree="$top/build/linux"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 wt="$top/build/linux-bisect"
 out="$top/build/kernel-bisect"
-jobs="${JOBS:-$(nproc)}"
 
-[ -f "$top/build/kernel/.config" ] || { echo "error: run 'make kernel' first" >&2; exit 1; }
-cc=gcc
-command -v ccache >/dev/null && cc="ccache gcc"
+[ -f "$top/build/kernel/.config" ] || die "run 'make kernel' first"
 
 if [ ! -d "$wt" ]; then
 	git -C "$tree" worktree prune

@@ -5,15 +5,16 @@
 # (tests/vm/).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 b="$top/build"
 root="$b/initramfs"
 perf="$b/perf/perf"
 
-[ -x "$perf" ] || { echo "error: build/perf/perf is missing; run 'make perf'" >&2; exit 1; }
+[ -x "$perf" ] || die "build/perf/perf is missing; run 'make perf'"
 # busybox-static installs a static /bin/busybox.
 busybox=/bin/busybox
-[ -x "$busybox" ] || { echo "error: busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
+[ -x "$busybox" ] || die "busybox is missing (apt-get install busybox-static)"
 
 rm -rf "$root"
 mkdir -p "$root"/{bin,sbin,usr/bin,lib,lib64,etc,proc,sys,dev,tmp,mnt/host,tests,selftests,root}

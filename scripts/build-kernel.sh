@@ -14,14 +14,13 @@
 # Rebuilds are incremental; ccache is used when it is installed.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
-tree="$top/build/linux"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 out="$top/build/kernel"
 dest="$top/build/bzImage"
-jobs="${JOBS:-$(nproc)}"
 base=0
 
-[ -f "$tree/Makefile" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+[ -f "$tree/Makefile" ] || die "build/linux is missing; run 'make tree'"
 
 if [ "${1:-}" = --base ]; then
 	base=1
@@ -38,12 +37,6 @@ if [ "${1:-}" = --base ]; then
 fi
 mkdir -p "$out"
 
-cc=gcc
-if command -v ccache >/dev/null; then
-	cc="ccache gcc"
-fi
-# Hash paths relative to the checkout, so that another clone hits the cache.
-export CCACHE_BASEDIR="$top"
 kmake() { make -s -C "$tree" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" "$@"; }
 
 frags=("$top"/kernel/configs/*.config)

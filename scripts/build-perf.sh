@@ -2,18 +2,13 @@
 # Build tools/perf from build/linux into build/perf, with libtraceevent.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
-tree="$top/build/linux"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 out="$top/build/perf"
-jobs="${JOBS:-$(nproc)}"
 
-[ -d "$tree/tools/perf" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+[ -d "$tree/tools/perf" ] || die "build/linux is missing; run 'make tree'"
 mkdir -p "$out"
 
-cc=gcc
-command -v ccache >/dev/null && cc="ccache gcc"
-# Hash paths relative to the checkout, so that another clone hits the cache.
-export CCACHE_BASEDIR="$top"
 
 echo "perf: building tools/perf with $jobs jobs"
 # Features the harness does not use are switched off: they only add build

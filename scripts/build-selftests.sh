@@ -10,13 +10,12 @@
 # upstream regression suite).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
-tree="$top/build/linux"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 out="$top/build/selftests/kvm"
 hdr="$top/build/headers"
-jobs="${JOBS:-$(nproc)}"
 
-[ -d "$tree/tools/testing/selftests/kvm" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+[ -d "$tree/tools/testing/selftests/kvm" ] || die "build/linux is missing; run 'make tree'"
 
 mkdir -p "$out"
 

@@ -2,9 +2,10 @@
 # Run checkpatch.pl --strict from build/linux on every patch of the series.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 cp="$top/build/linux/scripts/checkpatch.pl"
-[ -x "$cp" ] || { echo "error: build/linux is missing; run 'make tree'" >&2; exit 1; }
+[ -x "$cp" ] || die "build/linux is missing; run 'make tree'"
 
 # checkpatch runs scripts/spdxcheck.py with python3, which needs ply.
 export PATH="/usr/bin:$PATH"

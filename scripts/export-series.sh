@@ -8,13 +8,10 @@
 # unedited tree reproduces the series byte for byte.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
-build="${BUILD_DIR:-$top/build}"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 series_top="${SERIES_TOP:-$top}"
-tree="$build/linux"
 state="$build/.tree-state"
-
-die() { echo "error: $*" >&2; exit 1; }
 
 [ -d "$tree/.git" ] || die "build/linux is not prepared; run 'make tree'"
 git -C "$tree" rev-parse -q --verify gtime-base >/dev/null ||

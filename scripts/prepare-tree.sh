@@ -16,10 +16,9 @@
 # script stops and says so, unless --force is given.
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/.." && pwd)
-build="${BUILD_DIR:-$top/build}"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 series_top="${SERIES_TOP:-$top}"
-tree="$build/linux"
 state="$build/.tree-state"
 tarball="${TARBALL:-/usr/src/linux-source-6.12.tar.xz}"
 force=0
@@ -27,8 +26,6 @@ case "${1:-}" in
 --force) force=1 ;;
 --digest) print_digest=1 ;;
 esac
-
-die() { echo "error: $*" >&2; exit 1; }
 
 series_digest() {
 	local d p
