@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""Write a perf.data file of kvm:guest_halted samples with chosen values.
+
+The host of the test suite has no KVM tracepoints, so host-side tests of
+'perf kvm stat halted' (exact sums, CSV/JSON, sort keys, --vcpu,
+--interval, bad input) read files made here.  The layout is what 'perf kvm
+stat record' writes: one tracepoint attribute with TID, TIME, CPU, PERIOD
+and RAW samples, the tracing data (the event's format), the CPU id, and a
+COMM record per VMM.  The format is the kernel's (events/guest_halted.format).
+
+    scripts/perf-synth.py OUT --vm PID:COMM:VCPUS:INTERVALS:HALTED_PCT:SOURCE ...
+
+Each interval is 4 ms of guest time (HZ=250); with the sampled source an
+interval is either halted or not, with the mperf source it is partly halted.
+The sums it wrote are printed as key=value lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import struct
+import sys
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+FORMAT = TOP / 'events' / 'guest_halted.format'
+EVENT_ID = 1234
+
+PERF_TYPE_TRACEPOINT = 2
+SAMPLE_TID, SAMPLE_TIME, SAMPLE_CPU, SAMPLE_PERIOD, SAMPLE_RAW = 1 << 1, 1 << 2, 1 << 7, 1 << 8, 1 << 10
+RECORD_COMM, RECORD_SAMPLE = 3, 9
+HEADER_TRACING_DATA, HEADER_CPUID = 1, 9
+ATTR_SIZE = 136
+
+HEADER_PAGE = (b'\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n'
+               b'\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n'
+               b'\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n'
+               b'\tfield: char data;\toffset:16;\tsize:4080;\tsigned:1;\n')
+HEADER_EVENT = (b'# compressed entry header\n\ttype_len    :    5 bits\n'
+                b'\ttime_delta  :   27 bits\n\tarray       :   32 bits\n\n'
+                b'\tpadding     : type == 29\n\ttime_extend : type == 30\n'
+                b'\ttime_stamp : type == 31\n\tdata max type_len  == 28\n')
+
+
+def attr() -> bytes:
+    sample_type = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD | SAMPLE_RAW
+    flags = 1 << 9 | 1 << 13        # comm, task
+    a = struct.pack('<IIQQQQQII', PERF_TYPE_TRACEPOINT, ATTR_SIZE, EVENT_ID, 1,
+                    sample_type, 0, flags, 1, 0)
+    return a + bytes(ATTR_SIZE - len(a))
+
+
+def tracing_data() -> bytes:
+    fmt = FORMAT.read_text().replace('ID: @ID@', f'ID: {EVENT_ID}').encode()
+    out = bytearray(b'\x17\x08\x44tracing0.6\x00')
+    out += struct.pack('<BBI', 0, 8, 4096)
+    out += b'header_page\x00' + struct.pack('<Q', len(HEADER_PAGE)) + HEADER_PAGE
+    out += b'header_event\x00' + struct.pack('<Q', len(HEADER_EVENT)) + HEADER_EVENT
+    out += struct.pack('<I', 0)                               # ftrace formats
+    out += struct.pack('<I', 1) + b'kvm\x00' + struct.pack('<I', 1)
+    out += struct.pack('<Q', len(fmt)) + fmt
+    out += struct.pack('<I', 0) + struct.pack('<I', 0)        # kallsyms, printk
+    out += struct.pack('<Q', 0)                               # saved cmdlines
+    return bytes(out)
+
+
+def feature_string(s: str) -> bytes:
+    b = s.encode() + b'\x00'
+    b += bytes(-len(b) % 64)
+    return struct.pack('<I', len(b)) + b
+
+
+def comm_record(pid: int, comm: str) -> bytes:
+    c = comm.encode()[:15] + b'\x00'
+    c += bytes(-len(c) % 8)
+    body = struct.pack('<II', pid, pid) + c
+    return struct.pack('<IHH', RECORD_COMM, 0, 8 + len(body)) + body
+
+
+def raw_guest_halted(pid: int, vcpu: int, gtime: int, halted: int, source: int,
+                     tsc_khz: int) -> bytes:
+    tsc = gtime * tsc_khz // 1000000
+    halted_cycles = halted * tsc_khz // 1000000
+    mperf = 0 if source == 2 else tsc - halted_cycles
+    r = struct.pack('<HBBi', EVENT_ID, 0, 0, pid)
+    r += struct.pack('<III', vcpu, 0, 2) + bytes(4)
+    r += struct.pack('<QQQQQIB', tsc, mperf, gtime, halted, halted_cycles, source,
+                     int(source == 2))
+    return r + bytes(-len(r) % 8)
+
+
+def sample(pid: int, tid: int, time: int, cpu: int, raw: bytes) -> bytes:
+    body = struct.pack('<IIQIIQ', pid, tid, time, cpu, 0, 1)
+    rawpart = struct.pack('<I', len(raw)) + raw
+    rawpart += bytes(-len(rawpart) % 8)
+    body += rawpart
+    return struct.pack('<IHH', RECORD_SAMPLE, 0, 8 + len(body)) + body
+
+
+def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
+          tsc_khz: int = 2000000) -> tuple[bytes, dict[str, int]]:
+    rnd = random.Random(seed)
+    data = bytearray()
+    sums: dict[str, int] = {}
+    events = []
+    for pid, comm, vcpus, intervals, pct, source in vms:
+        data += comm_record(pid, comm)
+        for vcpu in range(vcpus):
+            t = 1_000_000_000 + vcpu * 1000
+            for _ in range(intervals):
+                gtime = 4_000_000 - rnd.randrange(0, 200_000)
+                if source == 2:
+                    halted = gtime if rnd.random() < pct / 100 else 0
+                else:
+                    halted = min(gtime, int(gtime * pct / 100) + rnd.randrange(-1000, 1000))
+                    halted = max(halted, 0)
+                t += 4_000_000
+                events.append((t, pid, pid + 1 + vcpu, vcpu, gtime, halted, source))
+                key = f'{pid}.{vcpu}'
+                sums[f'gtime.{key}'] = sums.get(f'gtime.{key}', 0) + gtime
+                sums[f'halted.{key}'] = sums.get(f'halted.{key}', 0) + halted
+                sums[f'n.{key}'] = sums.get(f'n.{key}', 0) + 1
+    events.sort()
+    for t, pid, tid, vcpu, gtime, halted, source in events:
+        data += sample(pid, tid, t, vcpu % 4, raw_guest_halted(pid, vcpu, gtime, halted,
+                                                                source, tsc_khz))
+
+    header_size = 104
+    attrs_off = header_size
+    ids_off = attrs_off + ATTR_SIZE + 16
+    data_off = ids_off + 8
+    out = bytearray()
+    feats = [(HEADER_TRACING_DATA, tracing_data()),
+             (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0'))]
+    bitmap = 0
+    for bit, _ in feats:
+        bitmap |= 1 << bit
+    out += b'PERFILE2' + struct.pack('<QQ', header_size, ATTR_SIZE + 16)
+    out += struct.pack('<QQ', attrs_off, ATTR_SIZE + 16)
+    out += struct.pack('<QQ', data_off, len(data))
+    out += struct.pack('<QQ', 0, 0)
+    out += bitmap.to_bytes(32, 'little')
+    out += attr() + struct.pack('<QQ', ids_off, 8)
+    out += struct.pack('<Q', 1)
+    assert len(out) == data_off
+    out += data
+    feat_off = len(out) + 16 * len(feats)
+    table = bytearray()
+    payload = bytearray()
+    for _, blob in feats:
+        table += struct.pack('<QQ', feat_off + len(payload), len(blob))
+        payload += blob
+    out += table + payload
+    return bytes(out), sums
+
+
+def parse_vm(s: str) -> tuple[int, str, int, int, float, int]:
+    pid, comm, vcpus, intervals, pct, source = s.split(':')
+    src = {'mperf': 1, 'sampled': 2}[source]
+    return int(pid), comm, int(vcpus), int(intervals), float(pct), src
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('out', type=Path)
+    ap.add_argument('--vm', action='append', type=parse_vm, required=True,
+                    help='PID:COMM:VCPUS:INTERVALS:HALTED_PCT:mperf|sampled')
+    ap.add_argument('--seed', type=int, default=1)
+    args = ap.parse_args()
+    blob, sums = build(args.vm, args.seed)
+    args.out.write_bytes(blob)
+    for k, v in sorted(sums.items()):
+        print(f'{k}={v}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
