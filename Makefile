@@ -19,7 +19,7 @@ export KSRC JOBS
 
 .PHONY: help deps tree export-series kernel kernel-base perf selftests \
 	selftests-all regression-prep initramfs vm \
-	test demo bench bisect-check checkpatch clean distclean
+	test demo bench bisect-check checkpatch clean distclean plugin fuzz
 
 help: ## List the targets
 	@echo "gtime-halted: make TARGET"
@@ -59,7 +59,11 @@ selftests-all: tree ## Build every x86_64 KVM selftest but perf/stress (static)
 
 regression-prep: kernel-base selftests-all ## What the upstream regression suite needs
 
-initramfs: perf selftests ## Build build/initramfs.cpio (busybox, perf, tests)
+plugin: ## Build the libtraceevent plugin for kvm:guest_halted (build/plugins/)
+	@scripts/deps.sh perf
+	@scripts/build-plugin.sh
+
+initramfs: perf selftests plugin ## Build build/initramfs.cpio (busybox, perf, tests)
 	@scripts/deps.sh vm
 	@scripts/build-initramfs.sh
 

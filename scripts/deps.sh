@@ -3,7 +3,7 @@
 #
 #   scripts/deps.sh GROUP...
 #
-# Groups: tree, kernel, perf, vm, test, all.  As root, missing packages are
+# Groups: tree, kernel, perf, vm, test, plot, all.  As root, missing packages are
 # installed with apt-get (one 'apt-get update' per run).  Without root, the
 # exact apt-get line is printed and the script fails.
 set -euo pipefail
@@ -17,9 +17,10 @@ pkgs_for() {
 	tree)	echo "git xz-utils" ;;
 	kernel)	echo "build-essential flex bison bc libelf-dev libssl-dev cpio ccache rsync" ;;
 	perf)	echo "build-essential flex bison libelf-dev libdw-dev libtraceevent-dev pkg-config" ;;
-	vm)	echo "qemu-system-x86 busybox-static cpio" ;;
+	vm)	echo "qemu-system-x86 busybox-static cpio trace-cmd" ;;
 	test)	echo "python3 python3-pytest python3-ply python3-git" ;;
-	all)	for g in tree kernel perf vm test; do pkgs_for "$g"; done ;;
+	plot)	echo "gnuplot-nox" ;;
+	all)	for g in tree kernel perf vm test plot; do pkgs_for "$g"; done ;;
 	*)	echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
 	esac
 }
