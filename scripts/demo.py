@@ -32,19 +32,20 @@ def kv(text: str) -> dict[str, str]:
 
 SELFTEST_LINE = re.compile(
     r'^(passthrough|no passthrough|accounting off), (\d+)% duty: guest ([\d.]+)% halted, '
-    r'host ([\d.]+)% halted \(error ([-+][\d.]+) pp\)', re.M)
+    r'host ([\d.]+)% halted \(error ([-+][\d.]+) pp, budget ([\d.]+) pp', re.M)
 
 
 def duty_table(output: str) -> Optional[str]:
     rows = SELFTEST_LINE.findall(output)
     if not rows:
         return None
-    lines = ['  VM                 asked   guest (RDTSC)   host (gtime_halted)   error',
-             '  ' + '-' * 71]
-    for kind, duty, guest, host, err in rows:
+    lines = ['  VM                 asked   guest (RDTSC)   host (gtime_halted)   error'
+             '     budget',
+             '  ' + '-' * 82]
+    for kind, duty, guest, host, err, budget in rows:
         line = f'  {kind:<16} {duty:>5} %   {float(guest):10.1f} %   {float(host):15.1f} %'
         if kind == 'passthrough':
-            line += f'     {float(err):+5.1f} pp'
+            line += f'     {float(err):+5.1f} pp   {float(budget):4.1f} pp'
         else:
             line += '     (none to account)'
         lines.append(line)
@@ -62,7 +63,7 @@ def main() -> int:
         'echo "source=$(cat $P/guest_halted_source)"; '
         'echo 1 > $P/guest_halted 2>/dev/null; '
         'echo "enabled=$(cat $P/guest_halted)"; '
-        r'dmesg | grep -e "MPERF clock" -e "guest halted" | sed "s/^\[[^]]*\] /log=/"; '
+        r'dmesg | grep -e "MPERF" -e "guest halted" | sed "s/^\[[^]]*\] /log=/"; '
         f'gh-vmm halt {args.seconds:g}; '
         'echo 0 > $P/guest_halted; '
         '/selftests/guest_halted_test > selftest.txt 2>&1; echo "selftest_rc=$?"; '
