@@ -43,22 +43,23 @@ HEADER_EVENT = (b'# compressed entry header\n\ttype_len    :    5 bits\n'
                 b'\ttime_stamp : type == 31\n\tdata max type_len  == 28\n')
 
 
-def attr() -> bytes:
+def attr(type_: int = PERF_TYPE_TRACEPOINT) -> bytes:
     sample_type = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD | SAMPLE_RAW
     flags = 1 << 9 | 1 << 13        # comm, task
-    a = struct.pack('<IIQQQQQII', PERF_TYPE_TRACEPOINT, ATTR_SIZE, EVENT_ID, 1,
+    a = struct.pack('<IIQQQQQII', type_, ATTR_SIZE, EVENT_ID, 1,
                     sample_type, 0, flags, 1, 0)
     return a + bytes(ATTR_SIZE - len(a))
 
 
-def tracing_data() -> bytes:
-    fmt = FORMAT.read_text().replace('ID: @ID@', f'ID: {EVENT_ID}').encode()
+def tracing_data(system: str = 'kvm', name: str = 'guest_halted') -> bytes:
+    fmt = FORMAT.read_text().replace('ID: @ID@', f'ID: {EVENT_ID}')
+    fmt = fmt.replace('name: guest_halted', f'name: {name}').encode()
     out = bytearray(b'\x17\x08\x44tracing0.6\x00')
     out += struct.pack('<BBI', 0, 8, 4096)
     out += b'header_page\x00' + struct.pack('<Q', len(HEADER_PAGE)) + HEADER_PAGE
     out += b'header_event\x00' + struct.pack('<Q', len(HEADER_EVENT)) + HEADER_EVENT
     out += struct.pack('<I', 0)                               # ftrace formats
-    out += struct.pack('<I', 1) + b'kvm\x00' + struct.pack('<I', 1)
+    out += struct.pack('<I', 1) + system.encode() + b'\x00' + struct.pack('<I', 1)
     out += struct.pack('<Q', len(fmt)) + fmt
     out += struct.pack('<I', 0) + struct.pack('<I', 0)        # kallsyms, printk
     out += struct.pack('<Q', 0)                               # saved cmdlines
@@ -99,7 +100,11 @@ def sample(pid: int, tid: int, time: int, cpu: int, raw: bytes) -> bytes:
 
 
 def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
-          tsc_khz: int = 2000000) -> tuple[bytes, dict[str, int]]:
+          tsc_khz: int = 2000000, event: str = 'kvm:guest_halted',
+          software: bool = False) -> tuple[bytes, dict[str, int]]:
+    """The file, and the sums it holds.  `event` renames the tracepoint (a
+    recording without kvm:guest_halted); `software` makes the samples those
+    of a software event, without tracing data (a recording not of KVM)."""
     rnd = random.Random(seed)
     data = bytearray()
     sums: dict[str, int] = {}
@@ -131,8 +136,11 @@ def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
     ids_off = attrs_off + ATTR_SIZE + 16
     data_off = ids_off + 8
     out = bytearray()
-    feats = [(HEADER_TRACING_DATA, tracing_data()),
+    system, name = event.split(':')
+    feats = [(HEADER_TRACING_DATA, tracing_data(system, name)),
              (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0'))]
+    if software:
+        feats = feats[1:]
     bitmap = 0
     for bit, _ in feats:
         bitmap |= 1 << bit
@@ -141,7 +149,7 @@ def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
     out += struct.pack('<QQ', data_off, len(data))
     out += struct.pack('<QQ', 0, 0)
     out += bitmap.to_bytes(32, 'little')
-    out += attr() + struct.pack('<QQ', ids_off, 8)
+    out += attr(1 if software else PERF_TYPE_TRACEPOINT) + struct.pack('<QQ', ids_off, 8)
     out += struct.pack('<Q', 1)
     assert len(out) == data_off
     out += data
@@ -167,8 +175,10 @@ def main() -> int:
     ap.add_argument('--vm', action='append', type=parse_vm, required=True,
                     help='PID:COMM:VCPUS:INTERVALS:HALTED_PCT:mperf|sampled')
     ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--event', default='kvm:guest_halted', help='SYSTEM:NAME of the tracepoint')
+    ap.add_argument('--software', action='store_true', help='software event samples')
     args = ap.parse_args()
-    blob, sums = build(args.vm, args.seed)
+    blob, sums = build(args.vm, args.seed, event=args.event, software=args.software)
     args.out.write_bytes(blob)
     for k, v in sorted(sums.items()):
         print(f'{k}={v}')

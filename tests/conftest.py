@@ -7,6 +7,8 @@ the VM through scripts/vmrun.py, the same runner 'make demo' uses.
 
 from __future__ import annotations
 
+import os
+import os
 import re
 import subprocess
 import sys
@@ -20,12 +22,21 @@ sys.path.insert(0, str(TOP / 'scripts'))
 import vmrun  # noqa: E402
 
 BUILD = TOP / 'build'
-PERF = BUILD / 'perf' / 'perf'
+# GH_PERF: another perf build to test (a work tree's), instead of build/perf.
+PERF = Path(os.environ.get('GH_PERF', BUILD / 'perf' / 'perf'))
 
 
 def parse_kv(text: str) -> dict[str, str]:
     """key=value lines, as the guest programs and scripts print them."""
     return dict(m.groups() for m in re.finditer(r'^([A-Za-z_][\w.]*)=(.*?)\s*$', text, re.M))
+
+
+# What the debug kernel's checkers print ('make debug-test' sets
+# GH_CONSOLE_CHECK=1): lockdep, sleeping in atomic context, KASAN, UBSAN,
+# and any other BUG or WARNING.
+KERNEL_REPORT = re.compile(
+    r'BUG: |WARNING: |UBSAN: |KASAN: |possible circular locking|'
+    r'inconsistent lock state|suspicious RCU usage|sleeping function called', re.M)
 
 
 class GuestRunner:
@@ -40,6 +51,10 @@ class GuestRunner:
         res = vm.run(command, timeout=timeout)
         if res.hung or res.panicked or (expect_rc is not None and res.rc != expect_rc):
             pytest.fail(f'expected exit status {expect_rc}; {res.describe()}', pytrace=False)
+        if os.environ.get('GH_CONSOLE_CHECK') and (m := KERNEL_REPORT.search(res.console)):
+            start = max(0, m.start() - 200)
+            pytest.fail(f'kernel report on the console:\n{res.console[start:start + 4000]}',
+                        pytrace=False)
         return res
 
 
