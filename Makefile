@@ -17,7 +17,7 @@ export KSRC JOBS
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps tree export-series kernel kernel-base perf selftests \
+.PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test perf selftests \
 	selftests-all regression-prep initramfs vm \
 	test demo bench bisect-check checkpatch clean distclean plugin fuzz
 
@@ -76,8 +76,22 @@ test: vm regression-prep ## Run the test suite (pytest, boots the VM under QEMU 
 demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel reports
 	@$(PYTHON) scripts/demo.py
 
-bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot
+bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot; time perf kvm stat halted
 	@$(PYTHON) scripts/bench.py
+	@$(PYTHON) scripts/perf-bench.py
+
+fuzz: vm ## Fuzz perf kvm stat halted, built with ASan, with 1000 mutated recordings
+	@$(PYTHON) scripts/fuzz-perf-kvm-stat.py
+
+kernel-debug: tree ## Build build/bzImage-debug: the test kernel with lockdep, KASAN, UBSAN
+	@scripts/deps.sh kernel
+	@scripts/build-kernel.sh --debug
+
+debug-test: kernel-debug initramfs ## Run the VM tests on the debug kernel; any kernel report fails
+	@scripts/deps.sh test
+	GH_KERNEL=$(CURDIR)/build/bzImage-debug GH_CONSOLE_CHECK=1 \
+		$(PYTEST) -v -ra -k 'not ground_truth and not polls' $(PYTEST_ARGS) \
+		tests/test_guest_halted.py tests/test_vm.py
 
 bisect-check: kernel ## Build vmlinux at every patch of the series (slow)
 	@scripts/bisect-check.sh
@@ -88,6 +102,7 @@ checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
 
 clean: ## Remove build outputs but keep build/linux and its commits
 	rm -rf build/kernel build/kernel-base build/bzImage-base build/perf build/selftests \
+		build/kernel-debug build/bzImage-debug \
 		build/headers build/headers-obj \
 		build/guest build/initramfs build/initramfs.cpio build/bzImage build/vm-runs
 

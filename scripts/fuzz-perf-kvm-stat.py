@@ -1,0 +1,201 @@
+#!/usr/bin/python3
+"""Fuzz 'perf kvm stat halted' with mutated copies of a real recording.
+
+perf is built with AddressSanitizer (and UBSan) into build/perf-asan, from
+build/linux, with the flags of scripts/build-perf.sh.  The seed is a
+recording of kvm:guest_halted made in the test VM ('perf kvm stat record'
+around a HLT-passthrough guest), unless --seed names one.  Each copy is
+mutated in one or more of these ways: truncated, bits flipped, bytes
+overwritten, a header field (section offsets and sizes, attr size) or an
+attr field (type, size, config, sample_type, flags) changed, a sample's
+header size or raw size changed.  Every copy is reported on with the
+table, CSV, JSON and --interval output in turn.
+
+A crash is a death by signal or a sanitizer report; a hang is a run over
+the timeout.  The result is printed as key=value lines, and kept with the
+copies that failed under build/fuzz/.
+
+    scripts/fuzz-perf-kvm-stat.py [--copies N] [--seed FILE] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+BUILD = TOP / 'build'
+ASAN_PERF = BUILD / 'perf-asan' / 'perf'
+OUT = BUILD / 'fuzz'
+sys.path.insert(0, str(TOP / 'scripts'))
+
+SAN_ENV = {
+    # Leak checking is off: perf frees little on its error paths by design
+    # (it exits); memory errors and undefined behaviour are what is sought.
+    'ASAN_OPTIONS': 'detect_leaks=0:abort_on_error=0:exitcode=99',
+    'UBSAN_OPTIONS': 'print_stacktrace=1:halt_on_error=1:exitcode=98',
+}
+SAN_MARKS = ('ERROR: AddressSanitizer', 'runtime error:', 'ERROR: LeakSanitizer',
+             'SUMMARY: UndefinedBehaviorSanitizer')
+OUTPUTS = [[], ['-x,'], ['--json'], ['-x;', '--interval', '100'], ['-k', 'halted_pct']]
+
+
+def build_asan_perf(jobs: int) -> None:
+    tree = BUILD / 'linux'
+    out = ASAN_PERF.parent
+    if ASAN_PERF.exists() and ASAN_PERF.stat().st_mtime >= max(
+            p.stat().st_mtime for p in (tree / 'tools/perf/builtin-kvm.c',
+                                        tree / 'tools/perf/arch/x86/util/kvm-stat.c')):
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    print(f'fuzz: building perf with AddressSanitizer into {out.relative_to(TOP)}', flush=True)
+    flags = ('NO_LIBPYTHON=1 NO_LIBPERL=1 NO_GTK2=1 NO_SLANG=1 NO_LIBUNWIND=1 NO_LIBNUMA=1 '
+             'NO_LIBBABELTRACE=1 NO_JVMTI=1 NO_SDT=1 NO_LIBCAP=1 NO_LIBBPF=1 BUILD_BPF_SKEL=0 '
+             'NO_LIBPFM4=1 NO_LIBCRYPTO=1 NO_LIBLLVM=1 WERROR=0').split()
+    cmd = ['make', '-s', '-C', str(tree / 'tools/perf'), f'O={out}', f'-j{jobs}', *flags,
+           'EXTRA_CFLAGS=-fsanitize=address,undefined -fno-omit-frame-pointer -g',
+           'LDFLAGS=-fsanitize=address,undefined']
+    with open(out / 'build.log', 'w') as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=3600)
+
+
+def record_seed(dest: Path) -> Path:
+    """Record kvm:guest_halted and the other kvm events in the test VM."""
+    import vmrun
+    res = vmrun.VM().run('echo 1 > /sys/module/kvm/parameters/guest_halted && '
+                         'perf kvm -o seed.data stat record -a -- gh-vmm halt 3 > /dev/null',
+                         timeout=240)
+    if res.rc != 0:
+        raise SystemExit(f'fuzz: recording the seed failed:\n{res.describe()}')
+    shutil.copy(res.share / 'seed.data', dest)
+    return dest
+
+
+def mutate(data: bytes, rnd: random.Random) -> tuple[bytes, str]:
+    b = bytearray(data)
+    done = []
+    for _ in range(rnd.choice((1, 1, 2, 3))):
+        kind = rnd.choice(('truncate', 'bitflip', 'bytes', 'header', 'attr', 'sample'))
+        if kind == 'truncate' and len(b) > 8:
+            del b[rnd.randrange(8, len(b)):]
+        elif kind == 'bitflip':
+            for _ in range(rnd.randint(1, 16)):
+                i = rnd.randrange(len(b))
+                b[i] ^= 1 << rnd.randrange(8)
+        elif kind == 'bytes':
+            i = rnd.randrange(len(b))
+            n = rnd.randint(1, 64)
+            b[i:i + n] = rnd.randbytes(min(n, len(b) - i))
+        elif kind == 'header' and len(b) >= 104:
+            # size, attr_size, attrs/data/event_types offsets and sizes.
+            off = rnd.choice(range(8, 104, 8))
+            b[off:off + 8] = struct.pack('<Q', rnd.choice(
+                (0, 1, 0xffffffffffffffff, rnd.getrandbits(64), rnd.getrandbits(16),
+                 struct.unpack_from('<Q', b, off)[0] + rnd.randint(-64, 64) & (2**64 - 1))))
+        elif kind == 'attr' and len(b) >= 104:
+            attrs = struct.unpack_from('<Q', b, 24)[0]
+            if attrs + 48 < len(b):
+                off = attrs + rnd.choice((0, 4, 8, 24, 40, 44))
+                width = 4 if off - attrs in (0, 4, 44) else 8
+                val = rnd.choice((0, 1, 2, 0xffff, rnd.getrandbits(width * 8)))
+                b[off:off + width] = val.to_bytes(width, 'little')
+        elif kind == 'sample':
+            # A record header's size, or the raw size behind it.
+            data_off = struct.unpack_from('<Q', b, 40)[0] if len(b) >= 48 else 0
+            if data_off and data_off < len(b) - 64:
+                off = rnd.randrange(data_off, len(b) - 8) & ~7
+                if rnd.random() < 0.5:
+                    b[off + 6:off + 8] = struct.pack('<H', rnd.getrandbits(16))
+                else:
+                    b[off:off + 4] = struct.pack('<I', rnd.choice((0, 1, 7, 0xffffffff,
+                                                                   rnd.getrandbits(12))))
+        done.append(kind)
+    return bytes(b), '+'.join(done)
+
+
+def run_one(idx: int, data: bytes, what: str, work: Path, timeout: float) -> dict:
+    path = work / f'copy-{idx}.data'
+    path.write_bytes(data)
+    argv = [str(ASAN_PERF), 'kvm', 'stat', 'halted', '-i', str(path), *OUTPUTS[idx % len(OUTPUTS)]]
+    result = {'idx': idx, 'what': what, 'argv': argv}
+    try:
+        res = subprocess.run(argv, capture_output=True, timeout=timeout,
+                             env={**os.environ, **SAN_ENV})
+        err = res.stderr.decode('utf-8', 'replace')
+        result['rc'] = res.returncode
+        result['sanitizer'] = any(m in err for m in SAN_MARKS)
+        result['crash'] = res.returncode < 0 or res.returncode in (98, 99)
+        result['hang'] = False
+        result['stderr'] = err[-4000:]
+    except subprocess.TimeoutExpired:
+        result.update(rc=None, sanitizer=False, crash=False, hang=True, stderr='')
+    if not (result['crash'] or result['sanitizer'] or result['hang']):
+        path.unlink()
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--copies', type=int, default=1000)
+    ap.add_argument('--seed', type=Path, help='recording to mutate (default: record one in the VM)')
+    ap.add_argument('--rng', type=int, default=1, help='random seed of the mutations')
+    ap.add_argument('--jobs', type=int, default=os.cpu_count() or 2)
+    ap.add_argument('--timeout', type=float, default=30.0)
+    ap.add_argument('--perf', type=Path, help='an AddressSanitizer perf to use')
+    args = ap.parse_args()
+
+    global ASAN_PERF
+    if args.perf:
+        ASAN_PERF = args.perf
+    else:
+        build_asan_perf(args.jobs)
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    seed = args.seed or record_seed(OUT / 'seed.data')
+    data = Path(seed).read_bytes()
+
+    # The unmutated seed must report cleanly, or the fuzzing proves nothing.
+    base = run_one(-1, data, 'seed', OUT, args.timeout)
+    if base['rc'] != 0:
+        print(f'fuzz: the seed does not report: {base["stderr"]}', file=sys.stderr)
+        return 1
+
+    rnd = random.Random(args.rng)
+    copies = [mutate(data, rnd) for _ in range(args.copies)]
+    start = time.monotonic()
+    results = []
+    with cf.ThreadPoolExecutor(args.jobs) as pool:
+        futs = [pool.submit(run_one, i, c, what, OUT, args.timeout)
+                for i, (c, what) in enumerate(copies)]
+        for f in cf.as_completed(futs):
+            results.append(f.result())
+    secs = time.monotonic() - start
+
+    crashes = [r for r in results if r['crash']]
+    reports = [r for r in results if r['sanitizer']]
+    hangs = [r for r in results if r['hang']]
+    accepted = sum(1 for r in results if r['rc'] == 0)
+    with open(OUT / 'failures.txt', 'w') as f:
+        for r in crashes + reports + hangs:
+            f.write(f"copy {r['idx']} ({r['what']}): rc {r['rc']}\n{' '.join(r['argv'])}\n"
+                    f"{r['stderr']}\n\n")
+    print(f'seed={seed} seed_bytes={len(data)}')
+    print(f'copies={len(results)} seconds={secs:.0f} reported={accepted} '
+          f'refused={len(results) - accepted - len(hangs)}')
+    print(f'crashes={len(crashes)} sanitizer_reports={len(reports)} hangs={len(hangs)}')
+    if crashes or reports or hangs:
+        print(f'fuzz: failures in {(OUT / "failures.txt").relative_to(TOP)}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
