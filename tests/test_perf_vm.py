@@ -1,0 +1,197 @@
+"""'perf kvm stat halted' end to end in the test VM.
+
+One boot records the selftest guest_halted_test (guests at known duty
+cycles) under 'perf kvm stat record', reports it in the guest, runs
+Debian's trace-cmd with the kvm:guest_halted plugin, the perf shell test
+tools/perf/tests/shell/kvm_stat_halted.sh, and 'perf kvm stat halted' live.
+The recording comes back to the host, where the report's per-vCPU sums must
+equal a hand count of the raw fields from 'perf script' exactly, CSV, JSON
+and table must agree, and the halted fraction must match the selftest's own
+figures.  A second boot, of the unpatched kernel (build/bzImage-base, from
+'make kernel-base'), checks that record and live refuse --event=halted
+there with a one-line error, and that plain record still works.
+
+GH_KERNEL, GH_BASE_KERNEL and GH_INITRD override the VM's kernels and
+initramfs (a work tree's builds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import vmrun
+from conftest import BUILD, parse_kv
+from test_perf_kvm_stat import csv_rows, hand_count, perf
+
+KERNEL = Path(os.environ.get('GH_KERNEL', BUILD / 'bzImage'))
+BASE_KERNEL = Path(os.environ.get('GH_BASE_KERNEL', BUILD / 'bzImage-base'))
+INITRD = Path(os.environ.get('GH_INITRD', BUILD / 'initramfs.cpio'))
+PLUGINS = '/usr/local/lib/traceevent/plugins'
+FIELDS = ('vcpu_id', 'exit_reason', 'isa', 'tsc_delta', 'mperf_delta', 'gtime_ns', 'halted_ns',
+          'halted_cycles', 'source', 'derived')
+SELFTEST_LINE = re.compile(
+    r'^passthrough, (\d+)% duty: guest ([\d.]+)% halted, host ([\d.]+)% halted '
+    r'\(error [-+][\d.]+ pp\); gtime (\d+) ticks, gtime_halted \d+ ticks, '
+    r'guest_halted_ns (\d+)', re.M)
+
+GUEST_SCRIPT = f'''
+P=/sys/module/kvm/parameters
+echo 1 > $P/guest_halted
+perf kvm -o rec.data stat record -a -- /selftests/guest_halted_test > selftest.txt 2>&1
+echo selftest_rc=$?
+perf kvm -i rec.data stat halted -x, > guest.csv 2> guest.err
+echo guest_report_rc=$?
+echo 1 > $P/guest_halted
+trace-cmd record -q -e kvm:guest_halted -o trace.dat gh-vmm halt 2 > /dev/null 2> tc-record.err
+echo tc_record_rc=$?
+TRACEEVENT_PLUGIN_DIR={PLUGINS} trace-cmd report -i trace.dat > tc.txt 2> tc.err
+echo tc_report_rc=$?
+KVM_HALTED_TEST_WORKLOAD="gh-vmm halt 2" sh /tests/perf-kvm-stat-halted.sh > shell.txt 2>&1
+echo shell_rc=$?
+gh-vmm halt 4 > /dev/null &
+sleep 1
+timeout -s INT 2 perf kvm stat halted -a --interval 500 -x, > live.csv 2> live.err
+echo live_rc=$?
+wait
+'''
+
+BASE_SCRIPT = '''
+perf kvm -o rec.data stat record --event=halted -a sleep 1 > rec-halted.out 2>&1
+echo rec_halted_rc=$?
+perf kvm -o plain.data stat record -a sleep 1 > /dev/null 2>&1
+echo rec_rc=$?
+perf kvm -i plain.data stat halted > report.out 2>&1
+echo report_rc=$?
+timeout 10 perf kvm stat halted -a > live.out 2>&1
+echo live_rc=$?
+'''
+
+
+def _vm(kernel: Path) -> vmrun.VM:
+    for p in (kernel, INITRD):
+        if not p.exists():
+            pytest.fail(f'{p} is missing (run "make vm")')
+    return vmrun.VM(vmrun.VMConfig(kernel=kernel, initrd=INITRD))
+
+
+@pytest.fixture(scope='module')
+def run() -> vmrun.VMResult:
+    res = _vm(KERNEL).run(GUEST_SCRIPT, timeout=600)
+    if res.hung or res.panicked or res.rc != 0:
+        pytest.fail(res.describe(), pytrace=False)
+    return res
+
+
+def test_record_and_selftest_ran(run) -> None:
+    kv = parse_kv(run.output)
+    assert kv['selftest_rc'] == '0', (run.share / 'selftest.txt').read_text()[-3000:]
+    assert (run.share / 'rec.data').stat().st_size > 0
+
+
+def test_report_equals_hand_count_of_perf_script(run) -> None:
+    """The report's per-vCPU guest and halted totals equal, exactly, the
+    sums of the raw kvm:guest_halted fields that 'perf script' prints."""
+    data = run.share / 'rec.data'
+    by_hand = hand_count(data)
+    assert by_hand, 'no kvm:guest_halted events in the recording'
+    res = perf('kvm', '-i', str(data), 'stat', 'halted', '-x,')
+    assert res.returncode == 0, res.stderr
+    rows = csv_rows(res.stdout)
+    vcpus = {(int(r[1]), int(r[3])): [int(r[4]), int(r[5]), int(r[8])]
+             for r in rows if r[0] == 'vcpu'}
+    assert vcpus == by_hand
+    # The guest's perf reported the same file identically.
+    assert (run.share / 'guest.csv').read_text() == res.stdout, \
+        (run.share / 'guest.err').read_text()
+
+
+def test_csv_json_and_table_agree(run) -> None:
+    data = run.share / 'rec.data'
+    rows = csv_rows(perf('kvm', '-i', str(data), 'stat', 'halted', '-x,').stdout)
+    objs = [json.loads(ln) for ln in
+            perf('kvm', '-i', str(data), 'stat', 'halted', '--json').stdout.splitlines()]
+    table = perf('kvm', '-i', str(data), 'stat', 'halted').stdout
+    assert len(rows) == len(objs) >= 3
+    for r, o in zip(rows, objs):
+        assert (o['row'], o['guest-ns'], o['halted-ns'], o['intervals'], o['source']) == \
+            (r[0], int(r[4]), int(r[5]), int(r[8]), r[9])
+        assert float(r[6]) == o['halted-percent']
+        assert f'{int(r[4]) / 1e9:.6f}' in table and f' {r[6]} ' in table
+    # QEMU TCG has no APERF/MPERF: the kernel samples, perf says estimate.
+    assert all(r[9] == 'sampled' and r[7] for r in rows), rows
+    assert '~' in table
+
+
+def test_halted_fraction_matches_the_selftest(run) -> None:
+    """The selftest's guests ran known duty cycles; over its run, perf's
+    halted % of vCPU 0 matches the guest's own (RDTSC) and the host's
+    figures, weighted by guest time, within the selftest's tolerance."""
+    out = (run.share / 'selftest.txt').read_text()
+    tol = float(re.search(r'tolerance: ([\d.]+) percentage points', out)[1])
+    phases = [(int(d), float(g), float(h), int(t), int(ns))
+              for d, g, h, t, ns in SELFTEST_LINE.findall(out)]
+    assert [p[0] for p in phases] == [0, 50, 90, 100], out[-2000:]
+    ticks = sum(p[3] for p in phases)
+    guest_pct = sum(p[1] * p[3] for p in phases) / ticks
+    host_pct = sum(p[2] * p[3] for p in phases) / ticks
+    rows = csv_rows(perf('kvm', '-i', str(run.share / 'rec.data'), 'stat', 'halted',
+                         '-x,').stdout)
+    vcpu0 = [r for r in rows if r[0] == 'vcpu' and r[3] == '0']
+    assert len(vcpu0) == 1, rows      # one selftest process, one vCPU id
+    perf_pct = 100 * int(vcpu0[0][5]) / int(vcpu0[0][4])
+    assert abs(perf_pct - guest_pct) <= tol, (perf_pct, guest_pct, tol)
+    assert abs(perf_pct - host_pct) <= tol, (perf_pct, host_pct, tol)
+    # perf's halted time covers the selftest's passthrough phases.
+    assert int(vcpu0[0][5]) >= 0.95 * sum(p[4] for p in phases)
+
+
+def test_trace_cmd_report_with_the_plugin(run) -> None:
+    kv = parse_kv(run.output)
+    assert kv['tc_record_rc'] == '0', (run.share / 'tc-record.err').read_text()
+    assert kv['tc_report_rc'] == '0', (run.share / 'tc.err').read_text()
+    lines = [ln for ln in (run.share / 'tc.txt').read_text().splitlines()
+             if 'guest_halted:' in ln]
+    assert len(lines) >= 50, (run.share / 'tc.txt').read_text()[-2000:]
+    for ln in lines[:20]:
+        for field in FIELDS:
+            assert re.search(rf'\b{field}=\S', ln), (field, ln)
+        assert re.search(r'[\d.]+% halted', ln), ln
+        assert 'source=sampled (estimate)' in ln, ln
+
+
+def test_perf_shell_test_passes(run) -> None:
+    kv = parse_kv(run.output)
+    assert kv['shell_rc'] == '0', (run.share / 'shell.txt').read_text()
+
+
+def test_live_interval(run) -> None:
+    text = (run.share / 'live.csv').read_text()
+    lines = text.splitlines()
+    assert lines and lines[0].startswith('# time,row,pid'), \
+        text + (run.share / 'live.err').read_text()
+    rows = [ln.split(',') for ln in lines[1:]]
+    assert len(rows) >= 2 and all(r[1] == 'vcpu' for r in rows), text
+    assert all(r[3] == 'gh-vmm' for r in rows), text
+    # The guest only halts.
+    assert all(float(r[7]) >= 80 for r in rows), text
+
+
+def test_kernel_without_the_feature() -> None:
+    if not BASE_KERNEL.exists():
+        pytest.skip(f'{BASE_KERNEL} is missing (make kernel-base)')
+    res = _vm(BASE_KERNEL).run(BASE_SCRIPT, timeout=300)
+    if res.hung or res.panicked or res.rc != 0:
+        pytest.fail(res.describe(), pytrace=False)
+    kv = parse_kv(res.output)
+    assert kv['rec_rc'] == '0', 'plain perf kvm stat record must still work'
+    for name, out in (('rec_halted', 'rec-halted.out'), ('report', 'report.out'),
+                      ('live', 'live.out')):
+        text = (res.share / out).read_text()
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        assert kv[f'{name}_rc'] not in ('0', '124') and len(lines) == 1, (name, text)
+        assert 'kvm:guest_halted' in lines[0], (name, text)
