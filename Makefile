@@ -74,6 +74,7 @@ test: vm regression-prep ## Run the test suite (pytest, boots the VM under QEMU 
 	$(PYTEST) -v -ra $(PYTEST_ARGS) $(TESTS)
 
 demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel reports
+	@scripts/deps.sh plot
 	@$(PYTHON) scripts/demo.py
 
 bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot; time perf kvm stat halted
