@@ -77,7 +77,7 @@ demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel re
 	@scripts/deps.sh plot
 	@$(PYTHON) scripts/demo.py
 
-bench: vm ## Measure the VM-Exit cost of accounting, on against off, in one boot; time perf kvm stat halted
+bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter reads per exit; time perf kvm stat halted
 	@$(PYTHON) scripts/bench.py
 	@$(PYTHON) scripts/perf-bench.py
 

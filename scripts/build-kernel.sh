@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Build the test kernel from build/linux into build/kernel (O=).
 #
-#   scripts/build-kernel.sh [--base]
+#   scripts/build-kernel.sh [--base | --debug]
 #
 # --base builds the unpatched base (tag gtime-base, checked out as a git
 # worktree in build/linux-base) with the same config into build/kernel-base
 # and build/bzImage-base, for the upstream regression suite.  Options the
 # base's Kconfig does not know (those the series adds) are left out.
+# --debug builds the patched tree with kernel/configs/debug/*.config on top
+# (lockdep, atomic-sleep checks, KASAN, UBSAN) into build/kernel-debug and
+# build/bzImage-debug, for 'make debug-test'.
 #
 # The config is 'make tinyconfig' plus kernel/configs/*.config.  Every option
 # a fragment sets is checked against the final .config, so a dependency that
@@ -21,6 +24,13 @@ dest="$top/build/bzImage"
 base=0
 
 [ -f "$tree/Makefile" ] || die "build/linux is missing; run 'make tree'"
+
+frags=("$top"/kernel/configs/*.config)
+if [ "${1:-}" = --debug ]; then
+	out="$top/build/kernel-debug"
+	dest="$top/build/bzImage-debug"
+	frags+=("$top"/kernel/configs/debug/*.config)
+fi
 
 if [ "${1:-}" = --base ]; then
 	base=1
@@ -39,7 +49,6 @@ mkdir -p "$out"
 
 kmake() { make -s -C "$tree" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" "$@"; }
 
-frags=("$top"/kernel/configs/*.config)
 want=$(cat "${frags[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$out/.config" ] || [ "$(cat "$out/.frag-digest" 2>/dev/null)" != "$want" ]; then
 	echo "kernel: configuring (tinyconfig + ${frags[*]##*/})"

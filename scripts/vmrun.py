@@ -45,7 +45,8 @@ class VMError(Exception):
 
 @dataclass
 class VMConfig:
-    kernel: Path = BUILD / 'bzImage'
+    # GH_KERNEL boots another build of the kernel ('make debug-test').
+    kernel: Path = Path(os.environ.get('GH_KERNEL', BUILD / 'bzImage'))
     initrd: Path = BUILD / 'initramfs.cpio'
     qemu: str = 'qemu-system-x86_64'
     cpu: str = 'EPYC,+svm,+npt'

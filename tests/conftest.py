@@ -8,7 +8,6 @@ the VM through scripts/vmrun.py, the same runner 'make demo' uses.
 from __future__ import annotations
 
 import os
-import os
 import re
 import subprocess
 import sys

@@ -228,12 +228,22 @@ def _selftest_rows(output: str) -> dict[str, list]:
     return by_kind
 
 
+def _limit(budget: float) -> float:
+    """5 points, or the error budget where it is larger: the share of the
+    vCPU's run time spent in exits, which the guest's clock counts and the
+    host's guest time does not.  Under QEMU TCG an exit costs about 100 us,
+    so a guest that exits a thousand times a second has a budget of 10
+    points; on hardware it is well under one."""
+    return max(5.0, budget)
+
+
 @pytest.mark.parametrize('period_us', [13700, 3700, 1370])
 def test_halted_fraction_matches_guest_ground_truth(guest: GuestRunner, period_us: int) -> None:
     """x86_64/guest_halted_test: the host's numbers agree exactly, and match
-    the guest's own RDTSC measurement within 5 points at each duty cycle,
-    with the guest's timer at three periods."""
-    res = guest.run(f'/selftests/guest_halted_test -p {period_us}', timeout=300)
+    the guest's own RDTSC measurement within 5 points (or the measured
+    exit-cost budget) at each duty cycle, with the guest's timer at three
+    periods."""
+    res = guest.run(f'/selftests/guest_halted_test -p {period_us} -t 100', timeout=300)
     by_kind = _selftest_rows(res.output)
     assert [w for w, *_ in by_kind.get('passthrough', [])] == \
         ['0% duty', '50% duty', '90% duty', '100% duty'], res.output
@@ -242,7 +252,8 @@ def test_halted_fraction_matches_guest_ground_truth(guest: GuestRunner, period_u
         # The guest ran the duty cycle it was asked for...
         assert abs(guest_pct - duty) <= 10, (what, guest_pct)
         # ...and the host saw it.
-        assert abs(err) <= 5 and abs(host_pct - guest_pct - err) <= 0.11, (what, host_pct, err)
+        assert abs(err) <= _limit(budget), (what, guest_pct, host_pct, err, budget)
+        assert abs(host_pct - guest_pct - err) <= 0.11, (what, host_pct, err)
     for kind in ('no passthrough', 'accounting off'):
         assert len(by_kind.get(kind, [])) == 4, res.output
         assert all(host_pct == 0 for _, _, host_pct, _, _ in by_kind[kind]), by_kind[kind]
@@ -251,13 +262,16 @@ def test_halted_fraction_matches_guest_ground_truth(guest: GuestRunner, period_u
 def test_halted_fraction_of_a_guest_that_polls_after_each_wakeup(guest: GuestRunner) -> None:
     """A guest that polls for a fixed time after every wake-up, 0 to 50% of
     the host tick (4 ms): on SVM the host's own interrupts wake it, so its
-    activity follows them.  The sampled source's random instants still see
-    it within 5 points."""
-    res = guest.run('/selftests/guest_halted_test -w 0 -w 400 -w 1000 -w 2000', timeout=300)
+    activity follows them.  Sampling at the tick would report it halted
+    whatever it polls, an error of poll/tick (10, 25 and 50 points here);
+    the sampled source's random instants see it within 5 points (or the
+    exit-cost budget)."""
+    res = guest.run('/selftests/guest_halted_test -t 100 -w 0 -w 400 -w 1000 -w 2000',
+                    timeout=300)
     rows = _selftest_rows(res.output).get('passthrough', [])
     assert [w for w, *_ in rows] == ['poll 0 us', 'poll 400 us', 'poll 1000 us',
                                      'poll 2000 us'], res.output
     for what, guest_pct, host_pct, err, budget in rows:
-        assert abs(err) <= 5, (what, guest_pct, host_pct, err, budget)
+        assert abs(err) <= _limit(budget), (what, guest_pct, host_pct, err, budget)
     # The polls really happened: the guest was busy more as it polled longer.
     assert rows[0][1] > rows[-1][1] + 10, rows
