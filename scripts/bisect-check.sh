@@ -37,4 +37,23 @@ for c in $(git -C "$tree" rev-list --reverse gtime-base..HEAD); do
 		bad=1
 	fi
 done
+
+# The series' head once more with KVM built in and KUnit a module, and with
+# both as modules: the KVM KUnit tests must not make vmlinux link against
+# kunit.ko, and kvm.ko must link with the exports the series adds.
+for kvm in y m; do
+	cp "$top/build/kernel/.config" "$out/.config"
+	"$tree/scripts/config" --file "$out/.config" --enable MODULES \
+		--set-val KVM "$kvm" --set-val KVM_AMD "$kvm" --set-val KVM_INTEL "$kvm" \
+		--set-val KUNIT m
+	start=$(date +%s)
+	if make -s -C "$wt" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" olddefconfig vmlinux modules \
+			>"$out/build.log" 2>&1; then
+		echo "ok   $(( $(date +%s) - start ))s  series head with KVM=$kvm KUNIT=m"
+	else
+		echo "FAIL $(( $(date +%s) - start ))s  series head with KVM=$kvm KUNIT=m"
+		tail -20 "$out/build.log" | sed 's/^/     /'
+		bad=1
+	fi
+done
 exit $bad

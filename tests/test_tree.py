@@ -181,3 +181,37 @@ def test_series_passes_checkpatch_strict() -> None:
     assert f'checkpatch: {n} patch(es) clean' in res.stdout
     # spdxcheck.py must have run: its Python modules are installed.
     assert 'Traceback' not in res.stderr, res.stderr
+
+
+@pytest.fixture(scope='module')
+def kconfig_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One output folder, so that Kconfig's own tools are built once."""
+    return tmp_path_factory.mktemp('kconfig')
+
+
+@pytest.mark.parametrize('kvm, kunit, want', [
+    ('y', 'm', None),    # kunit.ko symbols cannot be linked into vmlinux
+    ('y', 'y', 'y'),
+    ('m', 'm', 'y'),     # both modules: the tests build into kvm.ko
+])
+def test_kunit_config_links_with_kvm(kconfig_out: Path, kvm: str, kunit: str,
+                                     want: str | None) -> None:
+    """KVM_GUEST_HALTED_KUNIT_TEST is offered only where the tests can link:
+    with KVM=y and KUNIT=m the kernel used to fail to link.  Resolved with
+    the tree's own Kconfig, on the test kernel's fragment."""
+    frag = kconfig_out / 'kunit.config'
+    frag.write_text(f'CONFIG_KVM={kvm}\nCONFIG_KUNIT={kunit}\nCONFIG_MODULES=y\n'
+                    'CONFIG_KVM_GUEST_HALTED_KUNIT_TEST=y\n')
+    out = kconfig_out
+    make = ['make', '-s', '-C', str(TREE), f'O={out}']
+    subprocess.run([*make, 'tinyconfig'], check=True, capture_output=True, timeout=300)
+    subprocess.run([str(TREE / 'scripts/kconfig/merge_config.sh'), '-m', '-O', str(out),
+                    str(out / '.config'), str(TOP / 'kernel/configs/gtime-halted.config'),
+                    str(frag)], check=True, capture_output=True, cwd=out, timeout=300)
+    subprocess.run([*make, 'olddefconfig'], check=True, capture_output=True, timeout=300)
+    config = (out / '.config').read_text()
+    assert f'CONFIG_KVM={kvm}\n' in config and f'CONFIG_KUNIT={kunit}\n' in config
+    if want:
+        assert f'CONFIG_KVM_GUEST_HALTED_KUNIT_TEST={want}\n' in config
+    else:
+        assert 'CONFIG_KVM_GUEST_HALTED_KUNIT_TEST=' not in config
