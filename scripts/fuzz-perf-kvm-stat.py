@@ -12,8 +12,10 @@ header size or raw size changed.  Every copy is reported on with the
 table, CSV, JSON and --interval output in turn.
 
 A crash is a death by signal or a sanitizer report; a hang is a run over
-the timeout.  The result is printed as key=value lines, and kept with the
-copies that failed under build/fuzz/.
+the timeout.  A crash whose innermost frame is in the system's
+libtraceevent (Debian's libtraceevent1, which parses the event formats a
+file carries) is counted apart, as outside perf.  The result is printed as
+key=value lines, and kept with the copies that failed under build/fuzz/.
 
     scripts/fuzz-perf-kvm-stat.py [--copies N] [--seed FILE] [--jobs N]
 """
@@ -24,6 +26,7 @@ import argparse
 import concurrent.futures as cf
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -136,9 +139,12 @@ def run_one(idx: int, data: bytes, what: str, work: Path, timeout: float) -> dic
         result['sanitizer'] = any(m in err for m in SAN_MARKS)
         result['crash'] = res.returncode < 0 or res.returncode in (98, 99)
         result['hang'] = False
-        result['stderr'] = err[-4000:]
+        result['stderr'] = err[-12000:]
+        top = re.search(r'#0 0x[0-9a-f]+ +(?:in \S+ )?\(?(\S+)', err)
+        result['libtraceevent'] = bool(top and 'libtraceevent.so' in top.group(1))
     except subprocess.TimeoutExpired:
-        result.update(rc=None, sanitizer=False, crash=False, hang=True, stderr='')
+        result.update(rc=None, sanitizer=False, crash=False, hang=True, stderr='',
+                      libtraceevent=False)
     if not (result['crash'] or result['sanitizer'] or result['hang']):
         path.unlink()
     return result
@@ -181,18 +187,20 @@ def main() -> int:
             results.append(f.result())
     secs = time.monotonic() - start
 
-    crashes = [r for r in results if r['crash']]
-    reports = [r for r in results if r['sanitizer']]
+    outside = [r for r in results if r['libtraceevent'] and (r['crash'] or r['sanitizer'])]
+    crashes = [r for r in results if r['crash'] and r not in outside]
+    reports = [r for r in results if r['sanitizer'] and r not in outside]
     hangs = [r for r in results if r['hang']]
     accepted = sum(1 for r in results if r['rc'] == 0)
     with open(OUT / 'failures.txt', 'w') as f:
-        for r in crashes + reports + hangs:
+        for r in crashes + reports + hangs + outside:
             f.write(f"copy {r['idx']} ({r['what']}): rc {r['rc']}\n{' '.join(r['argv'])}\n"
                     f"{r['stderr']}\n\n")
     print(f'seed={seed} seed_bytes={len(data)}')
     print(f'copies={len(results)} seconds={secs:.0f} reported={accepted} '
           f'refused={len(results) - accepted - len(hangs)}')
-    print(f'crashes={len(crashes)} sanitizer_reports={len(reports)} hangs={len(hangs)}')
+    print(f'crashes={len(crashes)} sanitizer_reports={len(reports)} hangs={len(hangs)} '
+          f'libtraceevent_crashes={len(outside)}')
     if crashes or reports or hangs:
         print(f'fuzz: failures in {(OUT / "failures.txt").relative_to(TOP)}', file=sys.stderr)
         return 1
