@@ -39,7 +39,7 @@ def record(exits: int) -> Path:
            '(gh-vmm halt 900 > /dev/null &) && sleep 1 && '
            'perf kvm -o bench.data stat record -a -- sh -c '
            f'"gh-vmm exits {half} passthrough & gh-vmm exits {half} passthrough; wait" '
-           '> /dev/null; pkill gh-vmm; true')
+           '> /dev/null')
     print(f'perf-bench: recording {exits} exits in the VM', flush=True)
     res = vmrun.VM().run(cmd, timeout=1500)
     if res.rc != 0 or not (res.share / 'bench.data').exists():
@@ -87,9 +87,12 @@ def main() -> int:
     if total < 1_000_000:
         print(f'perf-bench: only {total} events; want at least 1000000', file=sys.stderr)
         return 1
-    halted = timed([str(PERF), 'kvm', '-i', str(path), 'stat', 'halted', '--stdio'], args.runs)
-    vmexit = timed([str(PERF), 'kvm', '-i', str(path), 'stat', 'report', '--event=vmexit',
-                    '--stdio'], args.runs)
+    # Alternate the two, so that both see the same machine.
+    halted, vmexit = [], []
+    for _ in range(args.runs):
+        halted += timed([str(PERF), 'kvm', '-i', str(path), 'stat', 'halted', '--stdio'], 1)
+        vmexit += timed([str(PERF), 'kvm', '-i', str(path), 'stat', 'report',
+                         '--event=vmexit', '--stdio'], 1)
     h, v = statistics.median(halted), statistics.median(vmexit)
     print(f'events={total} guest_halted={counts.get("kvm:guest_halted", 0)} runs={args.runs}')
     print(f'halted_s={h:.3f} vmexit_s={v:.3f} ratio={h / v:.3f}')
