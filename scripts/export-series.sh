@@ -20,11 +20,13 @@ git -C "$tree" rev-parse -q --verify gtime-base >/dev/null ||
 	die "build/linux has uncommitted changes; commit them first"
 
 # A commit belongs to tools-perf/ when every path it touches is under tools/
-# but not under tools/testing/ (KVM selftests are kernel patches).
+# but not under tools/testing/ (KVM selftests are kernel patches), or is
+# MAINTAINERS, which a tools patch that adds a file updates as well.
 is_tools_commit() {
 	local files
 
-	files=$(git -C "$tree" diff-tree --no-commit-id --name-only -r "$1")
+	files=$(git -C "$tree" diff-tree --no-commit-id --name-only -r "$1" |
+		grep -vx MAINTAINERS)
 	[ -n "$files" ] &&
 		! grep -qv '^tools/' <<<"$files" &&
 		! grep -q '^tools/testing/' <<<"$files"

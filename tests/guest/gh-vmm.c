@@ -269,6 +269,7 @@ static int cmd_exits(unsigned long n, int passthrough)
 	printf("other_exits=%lu\n", other);
 	printf("seconds=%.6f\n", t1 - t0);
 	printf("us_per_exit=%.2f\n", (t1 - t0) * 1e6 / io_exits);
+	printf("kvm_exits=%lld\n", read_vcpu_stat(&v, "exits"));
 	return io_exits == n ? 0 : 1;
 }
 
