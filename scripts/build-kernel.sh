@@ -80,7 +80,7 @@ while IFS= read -r line; do
 			bad=1
 		fi ;;
 	esac
-done < <(cat "${frags[@]}")
+done < <(cat "${frags[@]}" | grep '^CONFIG_' | tac | awk -F= '!seen[$1]++' | tac)
 if [ $bad != 0 ]; then
 	rm -f "$out/.frag-digest"
 	echo "error: the kernel config fragment does not hold; fix kernel/configs/" >&2
