@@ -238,6 +238,20 @@ def _limit(budget: float) -> float:
     return max(5.0, budget)
 
 
+def _check_host(what: str, guest_pct: float, host_pct: float, err: float,
+                budget: float, raw: float) -> None:
+    """The host's halted fraction is within _limit() of the guest's.  The
+    guest knows its own figure only to within the exits its halts ended
+    in: its TSC alone counts them all as halted, its corrected figure
+    counts none (each costed at the median exit it saw in busy loops).
+    Where the two differ by more than the limit, as at short timer periods
+    under TCG, the host may be anywhere between them, within the limit."""
+    lo, hi = min(guest_pct, raw), max(guest_pct, raw)
+    limit = _limit(budget)
+    assert lo - limit <= host_pct <= hi + limit, \
+        (what, guest_pct, raw, host_pct, err, budget)
+
+
 @pytest.mark.parametrize('period_us', [13700, 3700, 1370])
 def test_halted_fraction_matches_guest_ground_truth(guest: GuestRunner, period_us: int) -> None:
     """x86_64/guest_halted_test: the host's numbers agree exactly, and match
@@ -253,7 +267,7 @@ def test_halted_fraction_matches_guest_ground_truth(guest: GuestRunner, period_u
         # The guest ran the duty cycle it was asked for, by its TSC...
         assert abs(raw - duty) <= 10, (what, raw)
         # ...and the host saw it.
-        assert abs(err) <= _limit(budget), (what, guest_pct, host_pct, err, budget)
+        _check_host(what, guest_pct, host_pct, err, budget, raw)
         assert abs(host_pct - guest_pct - err) <= 0.11, (what, host_pct, err)
     for kind in ('no passthrough', 'accounting off'):
         assert len(by_kind.get(kind, [])) == 4, res.output
@@ -272,7 +286,7 @@ def test_halted_fraction_of_a_guest_that_polls_after_each_wakeup(guest: GuestRun
     rows = _selftest_rows(res.output).get('passthrough', [])
     assert [w for w, *_ in rows] == ['poll 0 us', 'poll 400 us', 'poll 1000 us',
                                      'poll 2000 us'], res.output
-    for what, guest_pct, host_pct, err, budget, _ in rows:
-        assert abs(err) <= _limit(budget), (what, guest_pct, host_pct, err, budget)
+    for what, guest_pct, host_pct, err, budget, raw in rows:
+        _check_host(what, guest_pct, host_pct, err, budget, raw)
     # The polls really happened: the guest was busy more as it polled longer.
     assert rows[0][1] > rows[-1][1] + 10, rows
