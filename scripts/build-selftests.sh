@@ -6,8 +6,8 @@
 # TEST is a path below tools/testing/selftests/kvm, e.g. x86_64/xapic_ipi_test.
 # Without arguments, the tests listed in tests/kvm-selftests.list are built;
 # with --all, every upstream x86_64 test but the perf and stress ones (and not
-# our own guest_halted_test), listed then in build/selftests/all.list (the
-# upstream regression suite).
+# our own guest_halted_test and guest_halted_lb_test), listed then in
+# build/selftests/all.list (the upstream regression suite).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -21,12 +21,14 @@ mkdir -p "$out"
 
 # Every x86_64 KVM selftest of the tree, less the perf and stress tests
 # (long-running benchmarks, not pass/fail checks) and the series' own
-# guest_halted_test, which has its own harness test.
+# guest_halted_test, which has its own harness test, and
+# guest_halted_lb_test, a benchmark that scripts/lb-bench.py runs.
 all_tests() {
 	printf 'gh-print-progs:\n\t@echo $(TEST_GEN_PROGS_x86_64)\n' |
 		make -s -C "$tree/tools/testing/selftests/kvm" -f Makefile -f - \
 			gh-print-progs | tr ' ' '\n' |
-		grep -v -e '_perf_test$' -e 'stress' -e '/guest_halted_test$' |
+		grep -v -e '_perf_test$' -e 'stress' -e '/guest_halted_test$' \
+			-e '/guest_halted_lb_test$' |
 		sed '/^$/d'
 }
 

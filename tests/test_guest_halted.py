@@ -14,6 +14,7 @@ from conftest import BUILD, GuestRunner, parse_kv
 KUNIT_SUITES = {
     'kvm-x86-guest-halted': BUILD / 'linux' / 'arch/x86/kvm/guest_halted_test.c',
     'proc-array': BUILD / 'linux' / 'fs/proc/array_kunit.c',
+    'sched-pelt-halted': BUILD / 'linux' / 'kernel/sched/pelt_halted_test.c',
 }
 PARAMS = '/sys/module/kvm/parameters'
 ENABLE = f'echo 1 > {PARAMS}/guest_halted'

@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""Host load balancing around halting vCPUs: the seed experiment in miniature.
+
+One boot of the test VM runs the KVM selftest guest_halted_lb_test (two busy
+vCPUs running a noise meter, two halting vCPUs, all pinned to host CPUs 0-3,
+and unpinned busy-loop stressors on the host) with kvm.guest_halted on, in
+ROUNDS interleaved rounds of three modes:
+
+  off    kernel.sched_guest_halted=0: a halting vCPU's CPU counts as busy
+  on     kernel.sched_guest_halted=1: it should count as nearly idle
+  idle   the switch off and the halting vCPUs' threads SCHED_IDLE (-i): the
+         reference, what the scheduler can do when it knows
+
+and then -b runs, where one halting vCPU turns busy half way, with the
+switch off and on: how soon that vCPU's run-queue wait comes back down to
+the reference level (the busy vCPUs' median wait in the "idle" runs, or
+--reference), over a trailing 300 ms window.
+
+The figure of merit is the busy vCPUs' run-queue wait as a share of wall
+time: the ratios wait(on)/wait(off) and wait(idle)/wait(off).  A kernel
+without the switch runs "off" and "idle" only.  The meters' availability
+(the share of their run not lost to gaps between TSC reads) is printed for
+information: under QEMU TCG it counts the emulator's own stalls too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import vmrun  # noqa: E402
+
+TEST = '/selftests/guest_halted_lb_test'
+PARAM = '/sys/module/kvm/parameters/guest_halted'
+SWITCH = '/proc/sys/kernel/sched_guest_halted'
+
+# The whole run in the VM.  Output of each run is framed by "@@run" and
+# "@@end" lines; the busy vCPU's reference wait is the median of the meters'
+# waits in the "idle" runs unless given.
+GUEST_SCRIPT = '''
+T={test}
+S={switch}
+echo 1 > {param} || {{ echo "@@error kvm.guest_halted cannot be switched on"; exit 1; }}
+echo "@@accounting $(cat {param}) $(cat {param}_source 2>/dev/null)"
+if [ -w $S ]; then
+	sw=1
+	saved=$(cat $S)
+else
+	sw=0
+	echo "@@switch unavailable"
+fi
+run() {{
+	label=$1
+	shift
+	echo "@@run label=$label round=$r"
+	$T {common} "$@" > /tmp/lb.out 2>&1
+	rc=$?
+	cat /tmp/lb.out
+	cp /tmp/lb.out "/tmp/lb.$label.$r"
+	echo "@@end rc=$rc"
+}}
+for r in $(seq {rounds}); do
+	[ $sw = 1 ] && echo 0 > $S
+	run off
+	if [ $sw = 1 ]; then
+		echo 1 > $S
+		run on
+		echo 0 > $S
+	fi
+	run idle -i
+done
+ref={reference}
+if [ -z "$ref" ]; then
+	ref=$(cat /tmp/lb.idle.* | sed -n 's/^meter_wait=//p' | tr ',' '\\n' | sort -n |
+		awk '{{ a[NR] = $1 }} END {{ if (NR % 2) print a[(NR + 1) / 2];
+			else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }}')
+fi
+echo "@@reference $ref"
+for r in $(seq {busy_rounds}); do
+	[ $sw = 1 ] && echo 0 > $S
+	run busy_off -b -R "$ref"
+	if [ $sw = 1 ]; then
+		echo 1 > $S
+		run busy_on -b -R "$ref"
+	fi
+done
+[ $sw = 1 ] && echo "$saved" > $S
+echo 0 > {param}
+exit 0
+'''
+
+RUN_RE = re.compile(r'^@@run label=(\w+) round=(\d+)\n(.*?)^@@end rc=(\d+)$', re.M | re.S)
+KV_RE = re.compile(r'^(\w+)=(\S*)\s*$', re.M)
+RC_SKIP = 4
+
+
+class Run:
+    def __init__(self, label: str, rnd: int, text: str, rc: int):
+        self.label = label
+        self.round = rnd
+        self.rc = rc
+        self.text = text
+        self.kv = dict(KV_RE.findall(text))
+
+    def floats(self, key: str) -> list[float]:
+        val = self.kv.get(key, '')
+        return [float(x) for x in val.split(',') if x] if val else []
+
+    def one(self, key: str) -> Optional[float]:
+        xs = self.floats(key)
+        return xs[0] if xs else None
+
+    @property
+    def meter_wait(self) -> float:
+        return statistics.mean(self.floats('meter_wait'))
+
+    @property
+    def on_halters(self) -> float:
+        """Stressor residency on the halting vCPUs' CPUs (2 and 3)."""
+        return sum(self.floats('stressor_residency')[2:4])
+
+
+def fmt(xs: list[float], prec: int = 3) -> str:
+    return ','.join(f'{x:.{prec}f}' for x in xs)
+
+
+def stat_line(name: str, xs: list[float]) -> str:
+    return (f'  {name:<5} median {statistics.median(xs):.4f}  min {min(xs):.4f}  '
+            f'max {max(xs):.4f}  (runs: {fmt(xs, 4)})')
+
+
+def ratio_line(name: str, num: list[float], den: list[float]) -> str:
+    med_d, min_d = statistics.median(den), min(den)
+    med = f'{statistics.median(num) / med_d:.3f}' if med_d > 0 else 'n/a'
+    mn = f'{min(num) / min_d:.3f}' if min_d > 0 else 'n/a'
+    return f'  {name}: median {med}, min {mn}'
+
+
+def report(runs: list[Run], reference: Optional[float]) -> int:
+    modes = [m for m in ('off', 'on', 'idle') if any(r.label == m for r in runs)]
+    print('\nrun          meter_wait   halt_wait    availability  '
+          'stressor_residency (CPU 0-3)  moves/s')
+    for r in runs:
+        if r.label.startswith('busy'):
+            continue
+        print(f'{r.label:<5} #{r.round:<4}  {fmt(r.floats("meter_wait")):<11}  '
+              f'{fmt(r.floats("halt_wait")):<11}  {fmt(r.floats("availability")):<12}  '
+              f'{fmt(r.floats("stressor_residency")[:4]):<28}  '
+              f'{r.one("stressor_moves_per_s") or 0:.2f}')
+
+    wait = {m: [r.meter_wait for r in runs if r.label == m] for m in modes}
+    print('\nbusy vCPUs\' run-queue wait, share of wall time (mean of the two meters):')
+    for m in modes:
+        print(stat_line(m, wait[m]))
+    print('ratios (the lower the better; median: of the medians, min: of the minima):')
+    if 'on' in wait:
+        print(ratio_line('wait(on)/wait(off)        ', wait['on'], wait['off']))
+    else:
+        print('  wait(on)/wait(off): switch unavailable')
+    print(ratio_line('wait(SCHED_IDLE)/wait(off)', wait['idle'], wait['off']))
+
+    print('\nstressors\' residency on the halting vCPUs\' CPUs (2+3), mean of runs:')
+    for m in modes:
+        print(f'  {m:<5} {statistics.mean(r.on_halters for r in runs if r.label == m):.3f}')
+    print('meters\' availability (informational), median of runs:')
+    for m in modes:
+        xs = [x for r in runs if r.label == m for x in r.floats('availability')]
+        print(f'  {m:<5} {statistics.median(xs):.3f}')
+
+    busy = [r for r in runs if r.label.startswith('busy')]
+    if busy:
+        ref = f'{reference:.4f}' if reference is not None else 'unknown'
+        print(f'\nturned-busy vCPU 3 (halts, then spins from half way); reference wait {ref}')
+        print('run              wait before  wait after  recovery  availability after')
+        for r in busy:
+            rec = r.one('busy_recovery_ms')
+            rec_s = 'never' if rec is not None and rec < 0 else (
+                f'{rec:.0f} ms' if rec is not None else 'n/a')
+            print(f'{r.label:<9} #{r.round:<4}  {r.one("busy_wait_before") or 0:11.4f}  '
+                  f'{r.one("busy_wait_after") or 0:10.4f}  {rec_s:>8}  '
+                  f'{r.one("busy_availability") or 0:.3f}')
+        for r in busy:
+            print(f'  {r.label} #{r.round} 100 ms bins: {fmt(r.floats("busy_bins"), 2)}')
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--rounds', '-r', type=int, default=3,
+                    help='rounds of off, on, SCHED_IDLE runs (default 3)')
+    ap.add_argument('--busy-rounds', type=int, default=1,
+                    help='rounds of turned-busy runs, switch off and on (default 1)')
+    ap.add_argument('--seconds', '-d', type=float, default=3.0,
+                    help='run time of each run (default 3)')
+    ap.add_argument('--stressors', '-s', type=int, default=2,
+                    help='host busy-loop processes (default 2)')
+    ap.add_argument('--threshold-ns', type=int,
+                    help='meters\' gap threshold (default: 10x the median gap)')
+    ap.add_argument('--reference', type=float,
+                    help='reference wait for the turned-busy vCPU\'s recovery '
+                    '(default: the meters\' median wait in the SCHED_IDLE runs)')
+    ap.add_argument('--raw', action='store_true', help='print the VM\'s output too')
+    args = ap.parse_args()
+
+    common = f'-d {args.seconds} -s {args.stressors}'
+    if args.threshold_ns:
+        common += f' -T {args.threshold_ns}'
+    script = GUEST_SCRIPT.format(test=TEST, switch=SWITCH, param=PARAM, common=common,
+                                 rounds=args.rounds, busy_rounds=args.busy_rounds,
+                                 reference='' if args.reference is None else args.reference)
+    nruns = 3 * args.rounds + 2 * args.busy_rounds
+    print(f'lb-bench: {args.rounds} x (off, on, SCHED_IDLE) + {args.busy_rounds} x '
+          f'turned-busy (off, on) runs of {args.seconds:g} s, {args.stressors} stressors, '
+          'one boot...')
+    res = vmrun.run_or_report('lb-bench', script,
+                              timeout=180 + nruns * (args.seconds + 10) * 2)
+    if res is None:
+        return 1
+    if args.raw:
+        print(res.output)
+
+    m = re.search(r'^@@accounting (\S+) ?(\S*)', res.output, re.M)
+    if m:
+        print(f'kvm.guest_halted={m.group(1)}, source of halted time: {m.group(2) or "?"}')
+    if re.search(r'^@@switch unavailable', res.output, re.M):
+        print(f'switch unavailable ({SWITCH} missing): running "off" and '
+              '"SCHED_IDLE" only')
+    runs = [Run(label, int(rnd), text, int(rc))
+            for label, rnd, text, rc in RUN_RE.findall(res.output)]
+    skipped = [r for r in runs if r.rc == RC_SKIP]
+    if skipped:
+        print(f'lb-bench: the test skipped:\n{skipped[0].text}', file=sys.stderr)
+        return 4
+    failed = [r for r in runs if r.rc != 0 or 'meter_wait' not in r.kv]
+    if failed or not runs:
+        print(f'lb-bench: a run failed or printed no results:\n{res.output}', file=sys.stderr)
+        return 1
+    ref = re.search(r'^@@reference (\S+)', res.output, re.M)
+    try:
+        reference = float(ref.group(1)) if ref else None
+    except ValueError:
+        reference = None
+    return report(runs, reference)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The scheduler's use of guest halted time (kernel.sched_guest_halted):
+boot tests in the test VM of what the load balancer reads of a CPU whose
+only task is a halted vCPU, with the switch off and on, in a two-level
+cgroup hierarchy, against the halted fraction KVM measured."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import GuestRunner
+
+SWITCH = '/proc/sys/kernel/sched_guest_halted'
+ENABLE = 'echo 1 > /sys/module/kvm/parameters/guest_halted'
+
+# The halting vCPU runs on CPU 1, in cgroup /a/b, for the whole script;
+# the switch goes off, on, off, on, 3 s each, and at the end of each
+# stretch the script prints the vCPU's gtime and gtime_halted (clock
+# ticks) and CPU 1's block of the scheduler's debug file.
+SCRIPT = f'''
+{ENABLE}
+cd /sys/fs/cgroup && echo +cpu > cgroup.subtree_control && mkdir -p a/b &&
+    echo +cpu > a/cgroup.subtree_control
+cd /mnt/host
+sh -c 'echo $$ > /sys/fs/cgroup/a/b/cgroup.procs; exec taskset -c 1 gh-vmm halt 16' \\
+    > vmm.txt &
+sleep 1
+pid=$!
+stat() {{ read -r line < /proc/$pid/stat; set -- ${{line##*) }}; echo "$1 ${{41}} ${{51}}"; }}
+for sw in 0 1 0 1; do
+    echo $sw > {SWITCH}
+    sleep 1
+    echo "begin $sw $(stat)"
+    sleep 2
+    echo "end $sw $(stat)"
+    awk '/^cpu#1,/ {{ p = 1; next }} /^cpu#/ {{ p = 0 }} p' /sys/kernel/debug/sched/debug |
+        sed "s/^/sd $sw /"
+done
+echo 1 > {SWITCH}
+wait
+'''
+
+
+def _cpu_block(lines: list[str]) -> dict[str, int]:
+    """CPU 1's rq fields and its cfs_rq fields, as 'field' and
+    'cfs:/path:field'."""
+    out: dict[str, int] = {}
+    section = ''
+    for line in lines:
+        m = re.match(r'^cfs_rq\[1\]:(\S+)', line)
+        if m:
+            section = f'cfs:{m.group(1)}:'
+            continue
+        if re.match(r'^\w+_rq\[', line):
+            section = 'other:'
+            continue
+        m = re.match(r'^\s+\.([\w.>-]+)\s*:\s*(-?\d+)\s*$', line)
+        if m:
+            out.setdefault(section + m.group(1), int(m.group(2)))
+    return out
+
+
+def test_halted_cpu_reads_free_to_the_balancer(guest: GuestRunner) -> None:
+    """With the switch off, the CPU of a vCPU that only halts reads as busy
+    to the balancer; with it on, as free by the halted fraction KVM
+    measured.  The PELT hierarchy (cfs_rq of /, /a and /a/b) reads the same
+    either way: the vCPU still runs all the time to PELT."""
+    res = guest.run(SCRIPT, timeout=300)
+    stretches: list[dict] = []
+    for line in res.output.splitlines():
+        m = re.match(r'^(begin|end) ([01]) \S+ (\d+) (\d+)$', line)
+        if m and m.group(1) == 'begin':
+            stretches.append({'sw': m.group(2), 'begin': tuple(map(int, m.group(3, 4))),
+                              'sd': []})
+        elif m:
+            stretches[-1]['end'] = tuple(map(int, m.group(3, 4)))
+        elif line.startswith('sd ') and stretches:
+            stretches[-1]['sd'].append(line[len('sd 0 '):])
+    assert [st['sw'] for st in stretches] == ['0', '1', '0', '1'], res.output
+    assert all('end' in st for st in stretches), res.output
+
+    for st in stretches:
+        sw, sd = st['sw'], _cpu_block(st['sd'])
+        gtime = st['end'][0] - st['begin'][0]
+        halted = st['end'][1] - st['begin'][1]
+        assert gtime > 150, (sw, gtime)        # 2 s at USER_HZ 100, all guest time
+        measured = halted / gtime
+        load, util = sd['cfs:/:load_avg'], sd['cfs:/:util_avg']
+        # The vCPU runs all the time to PELT, at every level of the
+        # hierarchy, whatever the switch says.
+        for path in ('/', '/a', '/a/b'):
+            assert sd[f'cfs:{path}:util_avg'] >= 800, (sw, path, sd)
+        assert load >= 800, (sw, sd)
+        if sw == '0':
+            # Off: nothing tracked, and the balancer reads the full load.
+            assert sd['avg_halted'] == 0, sd
+            assert sd['balance_idle'] == 0, sd
+            assert abs(sd['balance_load'] - load) <= 0.05 * load + 20, sd
+            continue
+        # On: the signal is the halted share KVM accounted...
+        signal = sd['avg_halted'] / 1024
+        assert measured > 0.7, (measured, halted, gtime)
+        assert abs(signal - measured) <= 0.10, (signal, measured, sd)
+        # ...and the balancer reads the CPU as free by that much, and
+        # placement as idle, like a CPU whose only task is SCHED_IDLE.
+        assert abs(sd['balance_load'] - load * (1 - signal)) <= 0.05 * load + 20, sd
+        assert sd['balance_load'] <= load * (1 - measured + 0.15), (sd, measured)
+        assert sd['balance_idle'] == 1, sd
+        assert util >= 800, sd
