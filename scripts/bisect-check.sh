@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Check that every patch of the series builds on its own: for each commit
 # after gtime-base, check it out in a worktree (build/linux-bisect) and build
-# the test kernel's vmlinux there (O=build/kernel-bisect, same config).
+# the test kernel's vmlinux there (O=build/kernel-bisect, same config);
+# then the head with KVM and KUnit as modules, and without
+# FAIR_GROUP_SCHED, NO_HZ_FULL or KVM.
 # Incremental and ccache-backed, but still one kernel build per patch that
 # touches a widely included header: a maintainer's check, not part of
 # 'make test'.
@@ -52,6 +54,22 @@ for kvm in y m; do
 		echo "ok   $(( $(date +%s) - start ))s  series head with KVM=$kvm KUNIT=m"
 	else
 		echo "FAIL $(( $(date +%s) - start ))s  series head with KVM=$kvm KUNIT=m"
+		tail -20 "$out/build.log" | sed 's/^/     /'
+		bad=1
+	fi
+done
+# The series' head without the options its code depends on, one at a time:
+# task groups, nohz_full (and with it vtime), and KVM itself.
+for opt in FAIR_GROUP_SCHED NO_HZ_FULL KVM; do
+	cp "$top/build/kernel/.config" "$out/.config"
+	"$tree/scripts/config" --file "$out/.config" --disable "$opt"
+	start=$(date +%s)
+	if make -s -C "$wt" O="$out" CC="$cc" HOSTCC="$cc" -j"$jobs" olddefconfig vmlinux \
+			>"$out/build.log" 2>&1 &&
+			! grep -q "^CONFIG_$opt=y" "$out/.config"; then
+		echo "ok   $(( $(date +%s) - start ))s  series head without $opt"
+	else
+		echo "FAIL $(( $(date +%s) - start ))s  series head without $opt"
 		tail -20 "$out/build.log" | sed 's/^/     /'
 		bad=1
 	fi
