@@ -11,10 +11,12 @@ ROUNDS interleaved rounds of three modes:
   idle   the switch off and the halting vCPUs' threads SCHED_IDLE (-i): the
          reference, what the scheduler can do when it knows
 
-and then -b runs, where one halting vCPU turns busy half way, with the
-switch off and on: how soon that vCPU's run-queue wait comes back down to
-the reference level (the busy vCPUs' median wait in the "idle" runs, or
---reference), over a trailing 300 ms window.
+and then -b runs, where one halting vCPU turns busy half way: first with
+the switch off, whose median wait after the turn is the reference level (or
+--reference), then with the switch on and with SCHED_IDLE: how soon that
+vCPU's run-queue wait, over a trailing 300 ms window, comes back to within
+10% of the switch-off level.  A SCHED_IDLE vCPU that turns busy has the
+weight 3 against a stressor's 1024, and does not.
 
 The figure of merit is the busy vCPUs' run-queue wait as a share of wall
 time: the ratios wait(on)/wait(off) and wait(idle)/wait(off).  A kernel
@@ -41,8 +43,8 @@ PARAM = '/sys/module/kvm/parameters/guest_halted'
 SWITCH = '/proc/sys/kernel/sched_guest_halted'
 
 # The whole run in the VM.  Output of each run is framed by "@@run" and
-# "@@end" lines; the busy vCPU's reference wait is the median of the meters'
-# waits in the "idle" runs unless given.
+# "@@end" lines; the turned-busy vCPU's reference wait is the median of its
+# waits after the turn in the "busy_off" runs unless given.
 GUEST_SCRIPT = '''
 T={test}
 S={switch}
@@ -75,20 +77,24 @@ for r in $(seq {rounds}); do
 	fi
 	run idle -i
 done
+[ $sw = 1 ] && echo 0 > $S
+for r in $(seq {busy_rounds}); do
+	run busy_off -b
+done
 ref={reference}
 if [ -z "$ref" ]; then
-	ref=$(cat /tmp/lb.idle.* | sed -n 's/^meter_wait=//p' | tr ',' '\\n' | sort -n |
+	ref=$(cat /tmp/lb.busy_off.* | sed -n 's/^busy_wait_after=//p' | sort -n |
 		awk '{{ a[NR] = $1 }} END {{ if (NR % 2) print a[(NR + 1) / 2];
 			else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }}')
 fi
 echo "@@reference $ref"
 for r in $(seq {busy_rounds}); do
-	[ $sw = 1 ] && echo 0 > $S
-	run busy_off -b -R "$ref"
 	if [ $sw = 1 ]; then
 		echo 1 > $S
 		run busy_on -b -R "$ref"
+		echo 0 > $S
 	fi
+	run busy_idle -b -i -R "$ref"
 done
 [ $sw = 1 ] && echo "$saved" > $S
 echo 0 > {param}
@@ -176,7 +182,8 @@ def report(runs: list[Run], reference: Optional[float]) -> int:
     busy = [r for r in runs if r.label.startswith('busy')]
     if busy:
         ref = f'{reference:.4f}' if reference is not None else 'unknown'
-        print(f'\nturned-busy vCPU 3 (halts, then spins from half way); reference wait {ref}')
+        print('\nturned-busy vCPU 3 (halts, then spins from half way); reference: its '
+              f'median wait after the turn with the switch off, {ref}')
         print('run              wait before  wait after  recovery  availability after')
         for r in busy:
             rec = r.one('busy_recovery_ms')
@@ -187,6 +194,13 @@ def report(runs: list[Run], reference: Optional[float]) -> int:
                   f'{r.one("busy_availability") or 0:.3f}')
         for r in busy:
             print(f'  {r.label} #{r.round} 100 ms bins: {fmt(r.floats("busy_bins"), 2)}')
+        if reference:
+            print('wait after the turn over the reference, median of runs (within 10%: '
+                  'at most 1.1):')
+            for m in ('busy_on', 'busy_idle'):
+                xs = [r.one('busy_wait_after') or 0 for r in busy if r.label == m]
+                if xs:
+                    print(f'  {m:<9} {statistics.median(xs) / reference:.2f}')
     return 0
 
 
@@ -194,8 +208,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--rounds', '-r', type=int, default=3,
                     help='rounds of off, on, SCHED_IDLE runs (default 3)')
-    ap.add_argument('--busy-rounds', type=int, default=1,
-                    help='rounds of turned-busy runs, switch off and on (default 1)')
+    ap.add_argument('--busy-rounds', type=int, default=2,
+                    help='rounds of turned-busy runs, switch off, on and SCHED_IDLE '
+                    '(default 2)')
     ap.add_argument('--seconds', '-d', type=float, default=3.0,
                     help='run time of each run (default 3)')
     ap.add_argument('--stressors', '-s', type=int, default=2,
@@ -204,7 +219,7 @@ def main() -> int:
                     help='meters\' gap threshold (default: 10x the median gap)')
     ap.add_argument('--reference', type=float,
                     help='reference wait for the turned-busy vCPU\'s recovery '
-                    '(default: the meters\' median wait in the SCHED_IDLE runs)')
+                    '(default: its median wait after the turn, switch off)')
     ap.add_argument('--raw', action='store_true', help='print the VM\'s output too')
     args = ap.parse_args()
 
@@ -214,9 +229,9 @@ def main() -> int:
     script = GUEST_SCRIPT.format(test=TEST, switch=SWITCH, param=PARAM, common=common,
                                  rounds=args.rounds, busy_rounds=args.busy_rounds,
                                  reference='' if args.reference is None else args.reference)
-    nruns = 3 * args.rounds + 2 * args.busy_rounds
+    nruns = 3 * (args.rounds + args.busy_rounds)
     print(f'lb-bench: {args.rounds} x (off, on, SCHED_IDLE) + {args.busy_rounds} x '
-          f'turned-busy (off, on) runs of {args.seconds:g} s, {args.stressors} stressors, '
+          f'turned-busy (off, on, SCHED_IDLE) runs of {args.seconds:g} s, {args.stressors} stressors, '
           'one boot...')
     res = vmrun.run_or_report('lb-bench', script,
                               timeout=180 + nruns * (args.seconds + 10) * 2)
