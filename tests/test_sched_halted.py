@@ -155,9 +155,22 @@ def test_switch_lowers_the_busy_vcpus_wait(guest: GuestRunner) -> None:
     CPUs, and the busy vCPUs wait for their CPUs less than a quarter of
     what they wait with it off, in each of LB_PAIRS pairs of runs."""
     runs = ' '.join(['0 1'] * LB_PAIRS)
-    res = guest.run(f'{ENABLE}; for sw in {runs}; do echo $sw > {SWITCH}; '
-                    f'echo "@@run $sw"; {LB_TEST} | grep -E "^(meter_wait|stressor_residency)="; '
-                    f'done; echo 1 > {SWITCH}', timeout=600)
+    # A nested guest that shuts down (a triple fault, seen about once in a
+    # hundred runs under QEMU TCG, with the switch off as well) is run
+    # again, once; the test fails if that happens more than once.
+    res = guest.run(f'''{ENABLE}
+for sw in {runs}; do
+    echo $sw > {SWITCH}
+    for try in 1 2; do
+        {LB_TEST} > /tmp/lb.out 2>&1 && break
+        grep -q 'got: 8 (SHUTDOWN)' /tmp/lb.out || break
+        echo "@@guest-shutdown $sw"
+    done
+    echo "@@run $sw"
+    grep -E "^(meter_wait|stressor_residency)=" /tmp/lb.out || cat /tmp/lb.out
+done
+echo 1 > {SWITCH}''', timeout=600)
+    assert res.output.count('@@guest-shutdown') <= 1, res.output
     runs_seen: list[tuple[str, float, float]] = []
     for block in res.output.split('@@run ')[1:]:
         sw = block[0]
