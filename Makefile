@@ -77,10 +77,11 @@ demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel re
 	@scripts/deps.sh plot
 	@$(PYTHON) scripts/demo.py
 
-bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter reads per exit; perf kvm stat halted; load balancing around halted vCPUs
+bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter reads per exit; perf kvm stat halted; load balancing around halted vCPUs; scheduler cost of the switch
 	@$(PYTHON) scripts/bench.py
 	@$(PYTHON) scripts/perf-bench.py
 	@$(PYTHON) scripts/lb-bench.py
+	@$(PYTHON) scripts/sched-bench.py
 
 fuzz: vm ## Fuzz perf kvm stat halted, built with ASan, with 1000 mutated recordings
 	@$(PYTHON) scripts/fuzz-perf-kvm-stat.py
