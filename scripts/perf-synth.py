@@ -27,10 +27,14 @@ TOP = Path(__file__).resolve().parent.parent
 FORMAT = TOP / 'events' / 'guest_halted.format'
 EVENT_ID = 1234
 
-PERF_TYPE_TRACEPOINT = 2
+PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 1, 2
 SAMPLE_TID, SAMPLE_TIME, SAMPLE_CPU, SAMPLE_PERIOD, SAMPLE_RAW = 1 << 1, 1 << 2, 1 << 7, 1 << 8, 1 << 10
-RECORD_COMM, RECORD_SAMPLE = 3, 9
-HEADER_TRACING_DATA, HEADER_CPUID = 1, 9
+SAMPLE_IDENTIFIER = 1 << 16
+SAMPLE_TYPE = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD | SAMPLE_RAW
+RECORD_COMM, RECORD_SAMPLE, RECORD_HEADER_BUILD_ID = 3, 9, 67
+HEADER_TRACING_DATA, HEADER_BUILD_ID, HEADER_HOSTNAME, HEADER_OSRELEASE = 1, 2, 3, 4
+HEADER_NRCPUS = 7
+HEADER_CPUID, HEADER_EVENT_DESC, HEADER_CPU_TOPOLOGY = 9, 12, 13
 ATTR_SIZE = 136
 
 HEADER_PAGE = (b'\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n'
@@ -43,21 +47,26 @@ HEADER_EVENT = (b'# compressed entry header\n\ttype_len    :    5 bits\n'
                 b'\ttime_stamp : type == 31\n\tdata max type_len  == 28\n')
 
 
-def attr(type_: int = PERF_TYPE_TRACEPOINT) -> bytes:
-    sample_type = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD | SAMPLE_RAW
+def attr(type_: int = PERF_TYPE_TRACEPOINT, sample_type: int = SAMPLE_TYPE,
+         config: int = EVENT_ID) -> bytes:
     flags = 1 << 9 | 1 << 13        # comm, task
-    a = struct.pack('<IIQQQQQII', type_, ATTR_SIZE, EVENT_ID, 1,
+    a = struct.pack('<IIQQQQQII', type_, ATTR_SIZE, config, 1,
                     sample_type, 0, flags, 1, 0)
     return a + bytes(ATTR_SIZE - len(a))
 
 
-def tracing_data(system: str = 'kvm', name: str = 'guest_halted') -> bytes:
+def tracing_data(system: str = 'kvm', name: str = 'guest_halted', page_size: int = 4096,
+                 header_event_size: int | None = None) -> bytes:
+    """`page_size` and `header_event_size` override what the data says,
+    for damaged files."""
     fmt = FORMAT.read_text().replace('ID: @ID@', f'ID: {EVENT_ID}')
     fmt = fmt.replace('name: guest_halted', f'name: {name}').encode()
     out = bytearray(b'\x17\x08\x44tracing0.6\x00')
-    out += struct.pack('<BBI', 0, 8, 4096)
+    out += struct.pack('<BBI', 0, 8, page_size)
     out += b'header_page\x00' + struct.pack('<Q', len(HEADER_PAGE)) + HEADER_PAGE
-    out += b'header_event\x00' + struct.pack('<Q', len(HEADER_EVENT)) + HEADER_EVENT
+    out += b'header_event\x00' + struct.pack(
+        '<Q', len(HEADER_EVENT) if header_event_size is None else header_event_size)
+    out += HEADER_EVENT
     out += struct.pack('<I', 0)                               # ftrace formats
     out += struct.pack('<I', 1) + system.encode() + b'\x00' + struct.pack('<I', 1)
     out += struct.pack('<Q', len(fmt)) + fmt
@@ -91,8 +100,13 @@ def raw_guest_halted(pid: int, vcpu: int, gtime: int, halted: int, source: int,
     return r + bytes(-len(r) % 8)
 
 
-def sample(pid: int, tid: int, time: int, cpu: int, raw: bytes) -> bytes:
+def sample(pid: int, tid: int, time: int, cpu: int, raw: bytes,
+           ident: int | None = None) -> bytes:
+    """With `ident`, the sample of a file with several attrs: it starts
+    with the id of its attr (PERF_SAMPLE_IDENTIFIER)."""
     body = struct.pack('<IIQIIQ', pid, tid, time, cpu, 0, 1)
+    if ident is not None:
+        body = struct.pack('<Q', ident) + body
     rawpart = struct.pack('<I', len(raw)) + raw
     rawpart += bytes(-len(rawpart) % 8)
     body += rawpart
@@ -131,26 +145,39 @@ def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
         data += sample(pid, tid, t, vcpu % 4, raw_guest_halted(pid, vcpu, gtime, halted,
                                                                 source, tsc_khz))
 
-    header_size = 104
-    attrs_off = header_size
-    ids_off = attrs_off + ATTR_SIZE + 16
-    data_off = ids_off + 8
-    out = bytearray()
     system, name = event.split(':')
     feats = [(HEADER_TRACING_DATA, tracing_data(system, name)),
              (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0'))]
     if software:
         feats = feats[1:]
+    attrs = [(attr(PERF_TYPE_SOFTWARE if software else PERF_TYPE_TRACEPOINT), [1])]
+    return assemble(attrs, bytes(data), feats), sums
+
+
+def assemble(attrs: list[tuple[bytes, list[int]]], data: bytes,
+             feats: list[tuple[int, bytes]]) -> bytes:
+    """A perf.data file: its attrs, each with its sample ids, its data
+    records, and its feature sections (bit, contents) in bit order."""
+    header_size = 104
+    attrs_off = header_size
+    ids_off = attrs_off + (ATTR_SIZE + 16) * len(attrs)
+    data_off = ids_off + 8 * sum(len(ids) for _, ids in attrs)
+    out = bytearray()
+    feats = sorted(feats)
     bitmap = 0
     for bit, _ in feats:
         bitmap |= 1 << bit
     out += b'PERFILE2' + struct.pack('<QQ', header_size, ATTR_SIZE + 16)
-    out += struct.pack('<QQ', attrs_off, ATTR_SIZE + 16)
+    out += struct.pack('<QQ', attrs_off, (ATTR_SIZE + 16) * len(attrs))
     out += struct.pack('<QQ', data_off, len(data))
     out += struct.pack('<QQ', 0, 0)
     out += bitmap.to_bytes(32, 'little')
-    out += attr(1 if software else PERF_TYPE_TRACEPOINT) + struct.pack('<QQ', ids_off, 8)
-    out += struct.pack('<Q', 1)
+    off = ids_off
+    for a, ids in attrs:
+        out += a + struct.pack('<QQ', off, 8 * len(ids))
+        off += 8 * len(ids)
+    for _, ids in attrs:
+        out += b''.join(struct.pack('<Q', i) for i in ids)
     assert len(out) == data_off
     out += data
     feat_off = len(out) + 16 * len(feats)
@@ -160,7 +187,84 @@ def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
         table += struct.pack('<QQ', feat_off + len(payload), len(blob))
         payload += blob
     out += table + payload
-    return bytes(out), sums
+    return bytes(out)
+
+
+def event_desc(events: list[tuple[bytes, str, list[int]]]) -> bytes:
+    """HEADER_EVENT_DESC: each event's attr, name and ids."""
+    out = bytearray(struct.pack('<II', len(events), ATTR_SIZE))
+    for a, name, ids in events:
+        out += a + struct.pack('<I', len(ids)) + feature_string(name)
+        out += b''.join(struct.pack('<Q', i) for i in ids)
+    return bytes(out)
+
+
+# Damaged and crafted files that crashed, hung or misread perf before a fix
+# of the tools-perf series, each with what it does.
+CRAFTED = {
+    'forged-name': 'a software event named kvm:guest_halted by HEADER_EVENT_DESC, '
+                   'next to the real tracepoint',
+    'forged-entry': 'a software event named kvm:kvm_entry by HEADER_EVENT_DESC',
+    'bad-tracing-data': 'tracing data with a page size of 0 (double free)',
+    'skip-past-eof': 'tracing data whose header_event size runs past the file (hang)',
+    'build-id-size': 'a build-id record of 65535 bytes (stack overflow)',
+    'string-past-section': 'a hostname string longer than its section',
+    'cpu-past-topology': 'a sample on CPU 2^31-1 of a 2-CPU topology',
+}
+
+
+def crafted(kind: str) -> bytes:
+    """The crafted file `kind` (a key of CRAFTED), made from a recording of
+    one VM with one vCPU and 4 intervals of kvm:guest_halted."""
+    vms = [(4242, 'qemu-vm', 1, 4, 50.0, 1)]
+    st = SAMPLE_TYPE | SAMPLE_IDENTIFIER
+    if kind in ('forged-name', 'forged-entry'):
+        data = bytearray(comm_record(4242, 'qemu-vm'))
+        for i in range(4):
+            raw = raw_guest_halted(4242, 0, 4_000_000, 2_000_000, 1, 2000000)
+            # The last sample comes from the software event.
+            data += sample(4242, 4243, 1_000_000_000 + i * 4_000_000, 0, raw,
+                           ident=2 if i == 3 else 1)
+        tp, sw = attr(sample_type=st), attr(PERF_TYPE_SOFTWARE, st, 0)
+        name = 'kvm:guest_halted' if kind == 'forged-name' else 'kvm:kvm_entry'
+        # HEADER_EVENT_DESC names the events by their index.
+        desc = event_desc([(tp, 'kvm:guest_halted', [1]), (sw, name, [2])])
+        feats = [(HEADER_TRACING_DATA, tracing_data()),
+                 (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0')),
+                 (HEADER_EVENT_DESC, desc)]
+        return assemble([(tp, [1]), (sw, [2])], bytes(data), feats)
+
+    blob, _ = build(vms, seed=1)
+    data_off, data_size = struct.unpack_from('<QQ', blob, 40)
+    data = blob[data_off:data_off + data_size]
+    feats = [(HEADER_TRACING_DATA, tracing_data()),
+             (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0'))]
+    if kind == 'bad-tracing-data':
+        feats[0] = (HEADER_TRACING_DATA, tracing_data(page_size=0))
+    elif kind == 'skip-past-eof':
+        feats[0] = (HEADER_TRACING_DATA, tracing_data(header_event_size=1 << 40))
+    elif kind == 'build-id-size':
+        rec = struct.pack('<IHHi', RECORD_HEADER_BUILD_ID, 1, 0xffff, -1) + bytes(24)
+        feats.append((HEADER_BUILD_ID, rec + b'A' * 0x10000))
+    elif kind == 'string-past-section':
+        # The host name says it has 64 bytes, its section holds 10 and no
+        # NUL: what follows is the next section, the OS release.
+        feats.append((HEADER_HOSTNAME, struct.pack('<I', 64) + b'hostnamexx'))
+        feats.append((HEADER_OSRELEASE, feature_string('6.12-forged')))
+    elif kind == 'cpu-past-topology':
+        d = bytearray(comm_record(4242, 'qemu-vm'))
+        raw = raw_guest_halted(4242, 0, 4_000_000, 2_000_000, 1, 2000000)
+        d += sample(4242, 4243, 1_000_000_000, 0, raw)
+        d += sample(4242, 4243, 1_004_000_000, 0x7fffffff, raw)
+        data = bytes(d)
+        topo = (struct.pack('<I', 1) + feature_string('0-1') +
+                struct.pack('<I', 2) + feature_string('0') + feature_string('1') +
+                struct.pack('<IIII', 0, 0, 1, 0))
+        feats += [(HEADER_NRCPUS, struct.pack('<II', 2, 2)),
+                  (HEADER_CPU_TOPOLOGY, topo)]
+    else:
+        raise ValueError(kind)
+    return assemble([(attr(), [1])], data, feats)
 
 
 def parse_vm(s: str) -> tuple[int, str, int, int, float, int]:
@@ -172,12 +276,18 @@ def parse_vm(s: str) -> tuple[int, str, int, int, float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('out', type=Path)
-    ap.add_argument('--vm', action='append', type=parse_vm, required=True,
+    ap.add_argument('--vm', action='append', type=parse_vm, default=[],
                     help='PID:COMM:VCPUS:INTERVALS:HALTED_PCT:mperf|sampled')
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--event', default='kvm:guest_halted', help='SYSTEM:NAME of the tracepoint')
     ap.add_argument('--software', action='store_true', help='software event samples')
+    ap.add_argument('--crafted', choices=sorted(CRAFTED),
+                    help='write this crafted file instead: ' +
+                    '; '.join(f'{k}: {v}' for k, v in CRAFTED.items()))
     args = ap.parse_args()
+    if args.crafted:
+        args.out.write_bytes(crafted(args.crafted))
+        return 0
     blob, sums = build(args.vm, args.seed, event=args.event, software=args.software)
     args.out.write_bytes(blob)
     for k, v in sorted(sums.items()):
