@@ -18,7 +18,7 @@ export KSRC JOBS
 .DEFAULT_GOAL := help
 
 .PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test perf selftests \
-	selftests-all regression-prep initramfs vm \
+	selftests-all regression-prep initramfs vm qemu \
 	test demo bench bisect-check checkpatch clean distclean plugin fuzz
 
 help: ## List the targets
@@ -68,6 +68,10 @@ initramfs: perf selftests plugin ## Build build/initramfs.cpio (busybox, perf, t
 	@scripts/build-initramfs.sh
 
 vm: kernel initramfs ## Everything the test VM boots
+
+qemu: ## Build build/qemu/qemu-system-x86_64: Debian's QEMU 7.2 + qemu/series (APERF/MPERF model)
+	@scripts/deps.sh qemu
+	@scripts/build-qemu.sh
 
 test: vm regression-prep ## Run the test suite (pytest, boots the VM under QEMU TCG)
 	@scripts/deps.sh test

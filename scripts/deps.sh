@@ -3,7 +3,7 @@
 #
 #   scripts/deps.sh GROUP...
 #
-# Groups: tree, kernel, perf, vm, test, plot, all.  As root, missing packages are
+# Groups: tree, kernel, perf, vm, test, plot, qemu, all.  As root, missing packages are
 # installed with apt-get (one 'apt-get update' per run).  Without root, the
 # exact apt-get line is printed and the script fails.
 set -euo pipefail
@@ -20,7 +20,11 @@ pkgs_for() {
 	vm)	echo "qemu-system-x86 busybox-static cpio trace-cmd" ;;
 	test)	echo "python3 python3-pytest python3-ply python3-git" ;;
 	plot)	echo "gnuplot-nox" ;;
-	all)	for g in tree kernel perf vm test plot; do pkgs_for "$g"; done ;;
+	# The model QEMU (scripts/build-qemu.sh): Debian's source package and
+	# what a minimal x86_64-softmmu with virtio-9p needs; firmware comes
+	# from the stock qemu-system-x86 (seabios, ipxe-qemu).
+	qemu)	echo "dpkg-dev build-essential patch xz-utils ccache python3 meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev zlib1g-dev libfdt-dev libcap-ng-dev qemu-system-x86" ;;
+	all)	for g in tree kernel perf vm test plot qemu; do pkgs_for "$g"; done ;;
 	*)	echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
 	esac
 }

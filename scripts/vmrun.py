@@ -6,6 +6,9 @@ build/bzImage with build/initramfs.cpio.  A per-run host directory is shared
 with the guest over virtio 9p and mounted at /mnt/host; the command runs
 there, so files it writes (a perf.data, say) come back to the host.
 
+GH_QEMU and GH_CPU choose another QEMU binary and CPU model, such as the
+APERF/MPERF model ('make qemu'); unset, the stock QEMU runs as above.
+
 The run has a hard timeout.  On a hang QEMU is killed and the result says so,
 with the console output attached.
 
@@ -33,6 +36,11 @@ from typing import Optional
 TOP = Path(__file__).resolve().parent.parent
 BUILD = TOP / 'build'
 
+STOCK_QEMU = 'qemu-system-x86_64'
+# Where a QEMU that is not Debian's finds the firmware Debian's installs
+# (SeaBIOS, linuxboot_dma.bin).
+FIRMWARE_DIRS = ('/usr/share/seabios', '/usr/share/qemu')
+
 BEGIN_MARK = '@@GH-BEGIN@@'
 RC_RE = re.compile(r'^@@GH-RC=(\d+)@@\s*$', re.M)
 PANIC_RE = re.compile(r'Kernel panic - not syncing|BUG: |Oops: |general protection fault',
@@ -48,8 +56,11 @@ class VMConfig:
     # GH_KERNEL boots another build of the kernel ('make debug-test').
     kernel: Path = Path(os.environ.get('GH_KERNEL', BUILD / 'bzImage'))
     initrd: Path = BUILD / 'initramfs.cpio'
-    qemu: str = 'qemu-system-x86_64'
-    cpu: str = 'EPYC,+svm,+npt'
+    # GH_QEMU runs another QEMU, such as the APERF/MPERF model that 'make
+    # qemu' builds (build/qemu/qemu-system-x86_64), and GH_CPU another CPU
+    # model ('EPYC,+svm,+npt,aperfmperf=on').
+    qemu: str = os.environ.get('GH_QEMU', STOCK_QEMU)
+    cpu: str = os.environ.get('GH_CPU', 'EPYC,+svm,+npt')
     smp: int = 4
     memory: str = '2G'
     append: str = ''
@@ -92,6 +103,9 @@ class VM:
 
     def check(self) -> None:
         if shutil.which(self.config.qemu) is None:
+            if self.config.qemu != STOCK_QEMU:
+                raise VMError(f'{self.config.qemu} (GH_QEMU) not found: '
+                              'run "make qemu" to build the model QEMU')
             raise VMError(f'{self.config.qemu} not found: install it with '
                           '"apt-get install qemu-system-x86" (or run "make deps")')
         for what, path in (('kernel', self.config.kernel), ('initramfs', self.config.initrd)):
@@ -102,8 +116,10 @@ class VM:
         c = self.config
         append = ('console=ttyS0 earlyprintk=serial,ttyS0 loglevel=4 panic=-1 oops=panic '
                   'rdinit=/init ' + c.append).strip()
+        firmware = [] if c.qemu == STOCK_QEMU else \
+            [a for d in FIRMWARE_DIRS if Path(d).is_dir() for a in ('-L', d)]
         return [
-            c.qemu, '-machine', 'q35', '-accel', 'tcg', '-cpu', c.cpu,
+            c.qemu, *firmware, '-machine', 'q35', '-accel', 'tcg', '-cpu', c.cpu,
             '-smp', str(c.smp), '-m', c.memory,
             '-kernel', str(c.kernel), '-initrd', str(c.initrd), '-append', append,
             '-virtfs', f'local,path={share},mount_tag=hostshare,security_model=none,id=hs',
