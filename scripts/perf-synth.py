@@ -81,17 +81,35 @@ def feature_string(s: str) -> bytes:
     return struct.pack('<I', len(b)) + b
 
 
-def comm_record(pid: int, comm: str) -> bytes:
-    c = comm.encode()[:15] + b'\x00'
+def comm_record(pid: int, comm: str | bytes, tid: int | None = None,
+                time: int | None = None, exec_: bool = False) -> bytes:
+    """With `time`, the record carries the sample id of an attr with
+    sample_id_all (see recording())."""
+    c = (comm if isinstance(comm, bytes) else comm.encode())[:15] + b'\x00'
     c += bytes(-len(c) % 8)
-    body = struct.pack('<II', pid, pid) + c
-    return struct.pack('<IHH', RECORD_COMM, 0, 8 + len(body)) + body
+    tid = pid if tid is None else tid
+    body = struct.pack('<II', pid, tid) + c
+    if time is not None:
+        body += sample_id(pid, tid, time)
+    misc = 1 << 13 if exec_ else 0
+    return struct.pack('<IHH', RECORD_COMM, misc, 8 + len(body)) + body
+
+
+def sample_id(pid: int, tid: int, time: int, cpu: int = 0) -> bytes:
+    """The sample id of SAMPLE_TYPE: TID, TIME, CPU."""
+    return struct.pack('<IIQII', pid, tid, time, cpu, 0)
+
+
+def task_record(kind: int, pid: int, ppid: int, time: int) -> bytes:
+    """PERF_RECORD_FORK (7) or PERF_RECORD_EXIT (4) of a process."""
+    body = struct.pack('<IIIIQ', pid, ppid, pid, ppid, time) + sample_id(pid, pid, time)
+    return struct.pack('<IHH', kind, 0, 8 + len(body)) + body
 
 
 def raw_guest_halted(pid: int, vcpu: int, gtime: int, halted: int, source: int,
                      tsc_khz: int) -> bytes:
-    tsc = gtime * tsc_khz // 1000000
-    halted_cycles = halted * tsc_khz // 1000000
+    tsc = gtime * tsc_khz // 1000000 % 2**64
+    halted_cycles = halted * tsc_khz // 1000000 % 2**64
     mperf = 0 if source == 2 else tsc - halted_cycles
     r = struct.pack('<HBBi', EVENT_ID, 0, 0, pid)
     r += struct.pack('<III', vcpu, 0, 2) + bytes(4)
@@ -152,6 +170,32 @@ def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
         feats = feats[1:]
     attrs = [(attr(PERF_TYPE_SOFTWARE if software else PERF_TYPE_TRACEPOINT), [1])]
     return assemble(attrs, bytes(data), feats), sums
+
+
+RECORD_EXIT, RECORD_FORK = 4, 7
+
+
+def recording(records: list[tuple], tsc_khz: int = 2000000) -> bytes:
+    """A file of the given records, in time order, with sample_id_all set,
+    so that perf orders them by time with the samples:
+      ('comm', pid, comm, time[, exec])   comm as bytes or str
+      ('fork', pid, ppid, time), ('exit', pid, ppid, time)
+      ('sample', pid, tid, vcpu, gtime_ns, halted_ns, source, time)"""
+    data = bytearray()
+    for r in records:
+        if r[0] == 'comm':
+            data += comm_record(r[1], r[2], time=r[3], exec_=len(r) > 4 and r[4])
+        elif r[0] in ('fork', 'exit'):
+            data += task_record(RECORD_FORK if r[0] == 'fork' else RECORD_EXIT, r[1], r[2], r[3])
+        else:
+            _, pid, tid, vcpu, gtime, halted, source, time = r
+            data += sample(pid, tid, time, vcpu % 4,
+                           raw_guest_halted(pid, vcpu, gtime, halted, source, tsc_khz))
+    a = bytearray(attr())
+    struct.pack_into('<Q', a, 40, struct.unpack_from('<Q', a, 40)[0] | 1 << 18)
+    feats = [(HEADER_TRACING_DATA, tracing_data()),
+             (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0'))]
+    return assemble([(bytes(a), [1])], bytes(data), feats)
 
 
 def assemble(attrs: list[tuple[bytes, list[int]]], data: bytes,

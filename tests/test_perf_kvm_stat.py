@@ -6,6 +6,8 @@ checks on a real recording from the VM are in test_perf_vm.py."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -66,10 +68,20 @@ def hand_count(path: Path, env: dict | None = None) -> dict[tuple[int, int], lis
     return sums
 
 
-def csv_rows(text: str, sep: str = ',') -> list[list[str]]:
-    lines = text.splitlines()
-    assert lines[0].startswith('# '), lines[:2]
-    return [ln.split(sep) for ln in lines[1:]]
+COLUMNS = ['row', 'pid', 'start_ns', 'comm', 'vcpu', 'tid', 'guest_ns', 'busy_ns',
+           'halted_ns', 'halted_pct', 'stderr_pp', 'samples', 'source']
+
+
+def csv_rows(text: str, sep: str = ',') -> list[dict[str, str]]:
+    """The rows, parsed as RFC 4180 says, each by its header's names; every
+    row has as many fields as the header."""
+    assert text.startswith('# '), text[:200]
+    rows = list(csv.reader(io.StringIO(text[2:], newline=''), delimiter=sep))
+    header = rows[0]
+    assert header[-len(COLUMNS):] == COLUMNS, header
+    for r in rows[1:]:
+        assert len(r) == len(header), (header, r)
+    return [dict(zip(header, r)) for r in rows[1:]]
 
 
 def test_sums_equal_hand_count_of_perf_script(recording) -> None:
@@ -78,23 +90,29 @@ def test_sums_equal_hand_count_of_perf_script(recording) -> None:
     res = halted(path, '-x,')
     assert res.returncode == 0, res.stderr
     rows = csv_rows(res.stdout)
-    vcpus = {(int(r[1]), int(r[3])): [int(r[4]), int(r[5]), int(r[8])]
-             for r in rows if r[0] == 'vcpu'}
+    vcpus = {(int(r['pid']), int(r['vcpu'])): nums(r) for r in rows if r['row'] == 'vcpu'}
     assert vcpus == by_hand
-    # And both equal what was written.
+    # And both equal what was written; each vCPU's thread is the one that ran it.
     for (pid, vcpu), (g, h, n) in vcpus.items():
         assert (g, h, n) == (sums[f'gtime.{pid}.{vcpu}'], sums[f'halted.{pid}.{vcpu}'],
                              sums[f'n.{pid}.{vcpu}'])
+    for r in rows:
+        assert int(r['busy_ns']) == int(r['guest_ns']) - int(r['halted_ns']), r
+        if r['row'] == 'vcpu':
+            assert int(r['tid']) == int(r['pid']) + 1 + int(r['vcpu']), r
     # VM rows are their vCPUs' sums, the total the sum of all.
     for r in rows:
-        if r[0] == 'vm':
-            mine = [v for (pid, _), v in vcpus.items() if pid == int(r[1])]
-            assert [int(r[4]), int(r[5]), int(r[8])] == [sum(x) for x in zip(*mine)]
-    total = [r for r in rows if r[0] == 'total']
+        if r['row'] == 'vm':
+            mine = [v for (pid, _), v in vcpus.items() if pid == int(r['pid'])]
+            assert nums(r) == [sum(x) for x in zip(*mine)]
+    total = [r for r in rows if r['row'] == 'total']
     assert len(total) == 1
-    assert [int(total[0][4]), int(total[0][5]), int(total[0][8])] == \
-        [sum(x) for x in zip(*vcpus.values())]
-    assert {r[2] for r in rows if r[0] == 'vm'} == {'qemu-vm', 'gh-vmm', 'idle-vm'}
+    assert nums(total[0]) == [sum(x) for x in zip(*vcpus.values())]
+    assert {r['comm'] for r in rows if r['row'] == 'vm'} == {'qemu-vm', 'gh-vmm', 'idle-vm'}
+
+
+def nums(r: dict[str, str]) -> list[int]:
+    return [int(r['guest_ns']), int(r['halted_ns']), int(r['samples'])]
 
 
 def test_json_and_table_carry_the_csv_numbers(recording) -> None:
@@ -108,75 +126,90 @@ def test_json_and_table_carry_the_csv_numbers(recording) -> None:
     body = [ln for ln in table if re.match(r'\s*(\d+ \S+\s+all|\d+ |Total)', ln)]
     assert len(body) == len(csv), table
     for r, o, t in zip(csv, objs, body):
-        assert o['row'] == r[0]
-        assert str(o.get('pid', '')) == r[1] and o.get('comm', '') == r[2]
-        assert str(o.get('vcpu', '')) == r[3]
-        assert (o['guest-ns'], o['halted-ns'], o['intervals']) == (int(r[4]), int(r[5]), int(r[8]))
-        assert f"{o['halted-percent']}" == r[6] or float(r[6]) == o['halted-percent']
-        assert str(o.get('stderr-pp', '')) == r[7] or float(r[7]) == o['stderr-pp']
-        assert o['source'] == r[9]
-        # The table: guest and halted time in s, the same percentage.
+        # One vocabulary: the JSON keys are the CSV columns, with the same values.
+        assert set(o) == {k for k, v in r.items() if v != ''}, (o, r)
+        for k, v in o.items():
+            assert str(v) == r[k] or float(v) == float(r[k]), (k, o, r)
+        # The table: guest, busy and halted time in s, the percentage rounded.
         cols = t.split()
-        assert f'{int(r[4]) / 1e9:.6f}' in cols, (t, r)
-        want_halted = (f'~{int(r[5]) / 1e9:.3f}' if r[7] else f'{int(r[5]) / 1e9:.6f}')
+        for k in ('guest_ns', 'busy_ns'):
+            assert f'{int(r[k]) / 1e9:.6f}' in cols, (t, r)
+        want_halted = (f'~{int(r["halted_ns"]) / 1e9:.3f}' if r['stderr_pp']
+                       else f'{int(r["halted_ns"]) / 1e9:.6f}')
         assert want_halted in cols, (t, r)
-        assert r[6] in cols and r[8] in cols and r[9] == cols[-1], (t, r)
+        pct = cols[-4] if r['stderr_pp'] else cols[-3]
+        assert abs(float(pct) - float(r['halted_pct'])) <= 0.5 * 10 ** -len(pct.partition('.')[2])
+        assert r['samples'] == cols[-2] and r['source'] == cols[-1], (t, r)
 
 
 def test_sampled_figures_are_estimates_with_their_error(recording) -> None:
     path, _ = recording
     rows = csv_rows(halted(path, '-x,').stdout)
-    for r in rows:
-        g, h, n = int(r[4]), int(r[5]), int(r[8])
+    table = [ln.split() for ln in halted(path).stdout.splitlines()
+             if re.match(r'\s*(\d+ \S+\s+all|\d+ |Total)', ln)]
+    assert len(table) == len(rows)
+    for r, t in zip(rows, table):
+        g, h, n = int(r['guest_ns']), int(r['halted_ns']), int(r['samples'])
         p = h / g
-        if r[9] == 'sampled':
+        # Full precision in CSV.
+        assert r['halted_pct'] == f'{100 * p:.6f}', r
+        if r['source'] == 'sampled':
             se = 100 * math.sqrt(p * (1 - p) / n)
-            assert r[7] == f'{se:.2f}', r
-            # No more decimals than the error allows: 500 intervals near 50%
-            # have an error of about 2 points.
-            decimals = len(r[6].partition('.')[2])
+            assert r['stderr_pp'] == f'{se:.6f}', r
+            # The table: no more decimals than the error allows: 500
+            # intervals near 50% have an error of about 2 points.
+            pct = t[-4]
+            decimals = len(pct.partition('.')[2])
             assert decimals <= (0 if max(se, 100 / n) >= 1 else 1 if max(se, 100 / n) >= 0.1 else 2)
-            assert abs(float(r[6]) - 100 * p) <= 0.5 * 10 ** -decimals + 1e-9
-        elif r[9] == 'mperf':
-            assert r[7] == '' and r[6] == f'{100 * p:.2f}', r
-    assert {r[9] for r in rows if r[0] == 'total'} == {'mixed'}
+            assert abs(float(pct) - 100 * p) <= 0.5 * 10 ** -decimals + 1e-9
+        elif r['source'] == 'mperf':
+            assert r['stderr_pp'] == '' and t[-3] == f'{100 * p:.2f}', (r, t)
+    assert {r['source'] for r in rows if r['row'] == 'total'} == {'mixed'}
 
 
-@pytest.mark.parametrize('key,col', [('halted', 5), ('guest', 4), ('sample', 8),
-                                     ('halted_pct', None)])
-def test_sort_keys(recording, key: str, col: int | None) -> None:
+@pytest.mark.parametrize('key,col', [('halted', 'halted_ns'), ('guest', 'guest_ns'),
+                                     ('sample', 'samples'), ('halted_pct', None)])
+def test_sort_keys(recording, key: str, col: str | None) -> None:
     path, _ = recording
-    rows = [r for r in csv_rows(halted(path, '-x,', '-k', key).stdout) if r[0] == 'vm']
-    vals = [int(r[col]) if col else int(r[5]) / int(r[4]) for r in rows]
-    assert vals == sorted(vals, reverse=True), (key, rows)
+    rows = csv_rows(halted(path, '-x,', '-k', key).stdout)
+    vms = [r for r in rows if r['row'] == 'vm']
+
+    def val(r):
+        return int(r[col]) if col else int(r['halted_ns']) / int(r['guest_ns'])
+    assert [val(r) for r in vms] == sorted((val(r) for r in vms), reverse=True), (key, rows)
+    # The vCPUs of a VM too.
+    for pid in {r['pid'] for r in vms}:
+        mine = [val(r) for r in rows if r['row'] == 'vcpu' and r['pid'] == pid]
+        assert mine == sorted(mine, reverse=True), (key, pid, rows)
 
 
 def test_vcpu_filter(recording) -> None:
     path, sums = recording
     rows = csv_rows(halted(path, '-x,', '--vcpu', '2').stdout)
-    assert {(r[0], r[1], r[3]) for r in rows} == {('vcpu', '9001', '2'), ('total', '', '')}
-    total = [r for r in rows if r[0] == 'total'][0]
-    assert int(total[4]) == sums['gtime.9001.2']
+    assert {(r['row'], r['pid'], r['vcpu']) for r in rows} == \
+        {('vcpu', '9001', '2'), ('total', '', '')}
+    total = [r for r in rows if r['row'] == 'total'][0]
+    assert int(total['guest_ns']) == sums['gtime.9001.2']
 
 
 def test_interval_series_adds_up(recording) -> None:
     path, sums = recording
     res = halted(path, '-x,', '--interval', '250')
     assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
-    assert lines[0].startswith('# time,row,pid'), lines[0]
+    assert res.stdout.startswith('# time,row,pid'), res.stdout[:100]
+    rows = csv_rows(res.stdout)
     per: dict[tuple[str, str], list[int]] = {}
     times = []
-    for r in (ln.split(',') for ln in lines[1:]):
-        times.append(float(r[0]))
-        s = per.setdefault((r[2], r[4]), [0, 0])
-        s[0] += int(r[5])
-        s[1] += int(r[6])
+    for r in rows:
+        times.append(float(r['time']))
+        s = per.setdefault((r['pid'], r['vcpu']), [0, 0])
+        s[0] += int(r['guest_ns'])
+        s[1] += int(r['halted_ns'])
     assert times == sorted(times) and len(set(times)) > 5
     for (pid, vcpu), (g, h) in per.items():
         assert (g, h) == (sums[f'gtime.{pid}.{vcpu}'], sums[f'halted.{pid}.{vcpu}'])
     js = [json.loads(ln) for ln in halted(path, '--json', '--interval', '250').stdout.splitlines()]
-    assert len(js) == len(lines) - 1 and all('interval' in o for o in js)
+    assert len(js) == len(rows) and [o['time'] for o in js] == times
 
 
 def test_short_form_is_the_report(recording) -> None:
@@ -288,7 +321,7 @@ def sane(res: subprocess.CompletedProcess) -> None:
 
 def halted_rows(res: subprocess.CompletedProcess) -> dict[str, list[str]]:
     assert res.returncode == 0, res.stderr
-    return {r[0]: r for r in csv_rows(res.stdout)}
+    return {r['row']: r for r in csv_rows(res.stdout)}
 
 
 def test_forged_tracepoint_name_is_skipped(tmp_path) -> None:
@@ -299,7 +332,7 @@ def test_forged_tracepoint_name_is_skipped(tmp_path) -> None:
     res = halted(path, '-x,')
     sane(res)
     total = halted_rows(res)['total']
-    assert (int(total[4]), int(total[5]), int(total[8])) == (12_000_000, 6_000_000, 3)
+    assert nums(total) == [12_000_000, 6_000_000, 3]
     assert 'Skipped 1 kvm:guest_halted samples' in res.stderr, res.stderr
     for argv in (['kvm', '-i', str(path), 'stat', 'report', '--event=vmexit'],
                  ['script', '-i', str(path)]):
@@ -314,7 +347,7 @@ def test_forged_kvm_entry_name_in_vmexit_report(tmp_path) -> None:
     sane(res)
     assert res.returncode == 0, res.stderr
     total = halted_rows(halted(path, '-x,'))['total']
-    assert (int(total[4]), int(total[5]), int(total[8])) == (12_000_000, 6_000_000, 3)
+    assert nums(total) == [12_000_000, 6_000_000, 3]
 
 
 @pytest.mark.parametrize('kind', ['bad-tracing-data', 'skip-past-eof'])
@@ -339,7 +372,7 @@ def test_oversized_build_id_record_is_ignored(tmp_path) -> None:
     res = halted(path, '-x,')
     sane(res)
     total = halted_rows(res)['total']
-    assert int(total[8]) == 4
+    assert int(total['samples']) == 4
     sane(perf('script', '-i', str(path)))
 
 
@@ -349,7 +382,7 @@ def test_sample_on_a_cpu_past_the_topology(tmp_path) -> None:
     res = halted(path, '-x,')
     sane(res)
     total = halted_rows(res)['total']
-    assert (int(total[4]), int(total[5]), int(total[8])) == (8_000_000, 4_000_000, 2)
+    assert nums(total) == [8_000_000, 4_000_000, 2]
     res = perf('script', '-i', str(path), '-F', 'cpu,trace')
     sane(res)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stdout
@@ -363,3 +396,125 @@ def test_string_longer_than_its_section_is_refused(tmp_path) -> None:
     sane(res)
     assert res.returncode == 0 and '# hostname : (null)' in res.stdout, res.stdout
     assert 'hostnamexx' not in res.stdout, res.stdout
+
+
+# Findings of the review of 0008/0009: each test fails on the series before
+# the commit "Tell VMs apart by pid and start, and keep only the vCPUs seen".
+
+S = 1_000_000_000
+
+
+def by_time(records: list[tuple]) -> list[tuple]:
+    return sorted(records, key=lambda r: r[7] if r[0] == 'sample' else r[3])
+
+
+def test_vm_is_its_pid_and_start_not_its_comm(tmp_path) -> None:
+    """pid 5000 exits and is reused by another VMM: two VMs.  pid 6000
+    renames itself halfway: one VM, under its new comm."""
+    recs = [('comm', 5000, 'vm-a', 0), ('comm', 6000, 'vm-c', 0)]
+    recs += [('sample', 5000, 5001, 0, 4_000_000, 1_000_000, 1, S + i * 4_000_000)
+             for i in range(10)]
+    recs += [('exit', 5000, 1, S + 100_000_000), ('fork', 5000, 1, S + 200_000_000),
+             ('comm', 5000, 'vm-b', S + 200_000_001, True)]
+    recs += [('sample', 5000, 5002, 0, 4_000_000, 3_000_000, 1, S + 300_000_000 + i * 4_000_000)
+             for i in range(5)]
+    recs += [('sample', 6000, 6001, 1, 4_000_000, 2_000_000, 1, S + i * 8_000_000)
+             for i in range(8)]
+    recs += [('comm', 6000, 'vm-c-renamed', S + 30_000_000)]
+    path = tmp_path / 'reuse.data'
+    path.write_bytes(synth.recording(by_time(recs)))
+    rows = csv_rows(halted(path, '-x,', '-k', 'ev_name').stdout)
+    vms = [(r['pid'], r['start_ns'], r['comm'], *nums(r)) for r in rows if r['row'] == 'vm']
+    assert vms == [('5000', '0', 'vm-a', 40_000_000, 10_000_000, 10),
+                   ('5000', str(S + 200_000_001), 'vm-b', 20_000_000, 15_000_000, 5),
+                   ('6000', '0', 'vm-c-renamed', 32_000_000, 16_000_000, 8)], rows
+    assert [r['tid'] for r in rows if r['row'] == 'vcpu'] == ['5001', '5002', '6001']
+
+
+def test_csv_quotes_what_a_process_can_name_itself(tmp_path) -> None:
+    """A comm with the separator, a quote or a line break cannot forge a row
+    or a field (was: 'vm,evil' gave rows of 11 fields under a 10-field
+    header)."""
+    comms = ['vm,evil', 'vm"q', 'vm\nrow,1,2', 'vm;semi']
+    recs = []
+    for i, comm in enumerate(comms):
+        pid = 100 + i
+        recs += [('comm', pid, comm, 0),
+                 ('sample', pid, pid + 1, 0, 4_000_000, 1_000_000, 1, S + i)]
+    path = tmp_path / 'comm.data'
+    path.write_bytes(synth.recording(by_time(recs)))
+    for sep in (',', ';', '\t'):
+        res = halted(path, '-x' + sep, '-k', 'ev_name')
+        assert res.returncode == 0, res.stderr
+        rows = csv_rows(res.stdout, sep)      # each row as many fields as the header
+        assert [r['comm'] for r in rows if r['row'] == 'vm'] == comms
+        assert len(rows) == 2 * len(comms) + 1
+
+
+def test_json_is_utf8_whatever_the_comm(tmp_path) -> None:
+    """Bytes that are not UTF-8 are escaped, UTF-8 passes (was: raw bytes,
+    which strict parsers refuse)."""
+    comms = [b'vm\xff\xfeok', 'vm-é€'.encode(), b'vm\xc0\xaf', b'vm\x7f\x01"\\']
+    recs = []
+    for i, comm in enumerate(comms):
+        recs += [('comm', 100 + i, comm, 0),
+                 ('sample', 100 + i, 101 + i, 0, 4_000_000, 1_000_000, 1, S + i)]
+    path = tmp_path / 'utf8.data'
+    path.write_bytes(synth.recording(by_time(recs)))
+    res = subprocess.run([str(PERF), 'kvm', 'stat', 'halted', '-i', str(path), '--json',
+                          '-k', 'ev_name'], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    objs = [json.loads(ln) for ln in res.stdout.decode('utf-8', 'strict').splitlines()]
+    assert [o['comm'] for o in objs if o['row'] == 'vm'] == \
+        ['vm\u00ff\u00feok', 'vm-é€', 'vm\u00c0\u00af', 'vm\x7f\x01"\\']
+
+
+def test_sums_that_would_wrap_are_skipped(tmp_path) -> None:
+    """gtime 2^64-1 then 10: the second would wrap the sums (was: halted
+    over 100% and nan in JSON)."""
+    recs = [('comm', 100, 'vm', 0),
+            ('sample', 100, 101, 0, 2**64 - 1, 0, 2, S),
+            ('sample', 100, 101, 0, 10, 10, 2, S + 1),
+            ('sample', 100, 101, 1, 4_000_000, 4_000_000, 2, S + 2)]
+    path = tmp_path / 'wrap.data'
+    path.write_bytes(synth.recording(recs))
+    res = halted(path, '--json')
+    assert res.returncode == 0, res.stderr
+    assert 'nan' not in res.stdout.lower() and 'Skipped 2 kvm:guest_halted' in res.stderr
+    objs = [json.loads(ln) for ln in res.stdout.splitlines()]
+    total = [o for o in objs if o['row'] == 'total'][0]
+    assert (total['guest_ns'], total['halted_ns'], total['samples']) == (2**64 - 1, 0, 1)
+    assert 0 <= total['halted_pct'] <= 100
+
+
+def test_vcpu_id_bound(tmp_path) -> None:
+    """16383 is KVM's largest vCPU id; 16384 is skipped (was: accepted)."""
+    recs = [('comm', 100, 'vm', 0),
+            ('sample', 100, 101, 16383, 4_000_000, 1_000_000, 1, S),
+            ('sample', 100, 102, 16384, 4_000_000, 1_000_000, 1, S + 1)]
+    path = tmp_path / 'ids.data'
+    path.write_bytes(synth.recording(recs))
+    res = halted(path, '-x,')
+    assert [r['vcpu'] for r in csv_rows(res.stdout) if r['row'] == 'vcpu'] == ['16383']
+    assert 'Skipped 1 kvm:guest_halted' in res.stderr
+
+
+def test_memory_grows_with_the_vcpus_seen(tmp_path) -> None:
+    """2000 VMs, each with one vCPU of id 16383: 2000 entries, not 2000
+    arrays of 16392 (was: about 2 GB)."""
+    recs = []
+    for i in range(2000):
+        recs += [('comm', 10_000 + i, 'vm', 0),
+                 ('sample', 10_000 + i, 20_000 + i, 16383, 4_000_000, 1_000_000, 1, S + i)]
+    path = tmp_path / 'many.data'
+    path.write_bytes(synth.recording(recs))
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    sub = subprocess.run([str(PERF), 'kvm', 'stat', 'halted', '-i', str(path), '-x,'],
+                         capture_output=True, text=True, timeout=300)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert sub.returncode == 0, sub.stderr
+    rows = csv_rows(sub.stdout)
+    assert sum(r['row'] == 'vcpu' for r in rows) == 2000
+    # RUSAGE_CHILDREN is the largest child so far, this run or an earlier.
+    assert max(peak, before) < 200 * 1024, (peak, before)
