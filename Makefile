@@ -67,7 +67,7 @@ initramfs: perf selftests plugin ## Build build/initramfs.cpio (busybox, perf, t
 	@scripts/deps.sh vm
 	@scripts/build-initramfs.sh
 
-vm: kernel initramfs ## Everything the test VM boots
+vm: kernel initramfs qemu ## Everything the test VM boots (and the QEMU with the APERF/MPERF model)
 
 qemu: ## Build build/qemu/qemu-system-x86_64: Debian's QEMU 7.2 + qemu/series (APERF/MPERF model)
 	@scripts/deps.sh qemu

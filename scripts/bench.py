@@ -8,12 +8,17 @@ disassembly.  The target is no read added.
 
 Exit round trip: one boot of the test VM.  An exit-heavy nested guest (N
 port-I/O exits, HLT and PAUSE passed through, so that the VM is one KVM
-accounts) runs ROUNDS times with kvm.guest_halted off, on, and off again,
+accounts; then N CPUID exits, which KVM handles in the kernel) runs ROUNDS
+times with kvm.guest_halted off, on, and off again,
 interleaved so that drift hits all alike, for each source of halted time
 the CPU has.  The result is the ratio of the median exit round trip, on
 against off; the ratio of the two "off" runs is the noise floor of the
 measurement.  The exits KVM counted for the vCPU (its "exits" statistic)
-give the extra exits the sampled source's timer causes.
+give the extra exits the sampled source's timer causes.  Every exit of
+this guest returns to user space, so each is a KVM_RUN round trip; a
+kprobe on kvm_guest_halted_read() counts the counter reads the mperf
+source makes per KVM_RUN (the target is none while the vCPU thread is not
+switched out).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ PARAM = '/sys/module/kvm/parameters/guest_halted'
 SOURCE = '/sys/module/kvm/parameters/guest_halted_source'
 
 GUEST_SCRIPT = '''
+T=/sys/kernel/tracing
+kp=
+echo 'p:gh/read kvm_guest_halted_read' >> $T/kprobe_events 2>/dev/null && kp=1
 gh-vmm exits {exits} passthrough > /dev/null	# warm-up
 for src in mperf sampled; do
 	echo $src > {source} 2>/dev/null || {{ echo "unavailable=$src"; continue; }}
@@ -46,12 +54,18 @@ for src in mperf sampled; do
 				echo 0 > {param}
 			fi
 			state=$(cat {param})
-			out=$(gh-vmm exits {exits} passthrough)
+			[ -n "$kp" ] && {{ echo > $T/trace; echo 1 > $T/events/gh/read/enable; }}
+			out=$(taskset -c 2 gh-vmm exits {exits} passthrough)
+			reads=na
+			[ -n "$kp" ] && {{ echo 0 > $T/events/gh/read/enable;
+				reads=$(grep -c ' read: (' $T/trace); }}
 			us=$(echo "$out" | sed -n 's/^us_per_exit=//p')
 			s=$(echo "$out" | sed -n 's/^seconds=//p')
 			e=$(echo "$out" | sed -n 's/^kvm_exits=//p')
+			kus=$(taskset -c 2 gh-vmm kexits {exits} passthrough |
+				sed -n 's/^us_per_exit=//p')
 			echo "run src=$src round=$r mode=$mode state=$state us_per_exit=$us" \\
-				"seconds=$s kvm_exits=$e"
+				"seconds=$s kvm_exits=$e reads=$reads kus_per_exit=$kus"
 		done
 	done
 done
@@ -97,7 +111,7 @@ def main() -> int:
     print(f'bench: {args.rounds} x (off, on, off) runs of {args.exits} exits per source, '
           'one boot...')
     res = vmrun.run_or_report('bench', script,
-                              timeout=60 + 6 * (args.rounds + 1) * args.exits * 0.002)
+                              timeout=60 + 12 * (args.rounds + 1) * args.exits * 0.002)
     if res is None:
         return 1
     for src in re.findall(r'^unavailable=(\w+)', res.output, re.M):
@@ -105,14 +119,19 @@ def main() -> int:
     status = 0
     for src in ('mperf', 'sampled'):
         if re.search(rf'^run src={src} ', res.output, re.M):
-            status |= report_source(src, res.output, args.rounds)
+            status |= report_source(src, res.output, args.rounds, args.exits)
     return status
 
 
-def report_source(source: str, output: str, rounds: int) -> int:
+def report_source(source: str, output: str, rounds: int, exits: int) -> int:
     runs = re.findall(rf'^run src={source} round=(\d+) mode=(\w+) state=(\w) '
                       r'us_per_exit=([\d.]+) seconds=([\d.]+) kvm_exits=(\d+)',
                       output, re.M)
+    reads = re.findall(rf'^run src={source} round=\d+ mode=on state=Y .* reads=(\d+) ',
+                       output, re.M)
+    kernel = {mode: [float(x) for x in re.findall(
+        rf'^run src={source} round=\d+ mode={mode} state={state} .* kus_per_exit=([\d.]+)$',
+        output, re.M)] for mode, state in (('off', 'N'), ('on', 'Y'), ('off2', 'N'))}
     off = [float(us) for _, mode, state, us, _, _ in runs if state == 'N' and mode == 'off']
     on = [float(us) for _, mode, state, us, _, _ in runs if state == 'Y']
     if len(off) != rounds:
@@ -145,6 +164,19 @@ def report_source(source: str, output: str, rounds: int) -> int:
     if on:
         print(f'exits per second KVM counted: on {exits_per_s("on"):.0f}, '
               f'off {exits_per_s("off"):.0f} (the guest does the same I/O in both)')
+    if all(kernel.values()):
+        print('in-kernel exits (CPUID, one KVM_RUN):')
+        print(line('  accounting off', kernel['off']))
+        print(line('  accounting on ', kernel['on']))
+        print(line('  off, again     ', kernel['off2']))
+        med = statistics.median
+        print(f'  ratio on/off: median {med(kernel["on"]) / med(kernel["off"]):.4f}; '
+              f'noise floor off/off: median {med(kernel["off2"]) / med(kernel["off"]):.4f}')
+    if reads:
+        per_run = [int(r) / (exits + 1) for r in reads]
+        print(f'counter reads (kvm_guest_halted_read) per KVM_RUN, accounting on: '
+              f'median {statistics.median(per_run):.5f}, max {max(per_run):.5f} '
+              f'(reads per run: {", ".join(reads)})')
     return 0
 
 

@@ -6,8 +6,11 @@ build/bzImage with build/initramfs.cpio.  A per-run host directory is shared
 with the guest over virtio 9p and mounted at /mnt/host; the command runs
 there, so files it writes (a perf.data, say) come back to the host.
 
-GH_QEMU and GH_CPU choose another QEMU binary and CPU model, such as the
-APERF/MPERF model ('make qemu'); unset, the stock QEMU runs as above.
+Two platforms: 'model', the QEMU that 'make qemu' builds, with its model of
+APERF/MPERF switched on (the kernel then uses the mperf source), and
+'stock', Debian's QEMU, which has none (the sampled source).  GH_PLATFORM
+chooses the default ('model' unless set); GH_QEMU and GH_CPU override its
+QEMU binary and CPU model.
 
 The run has a hard timeout.  On a hang QEMU is killed and the result says so,
 with the console output attached.
@@ -51,6 +54,16 @@ class VMError(Exception):
     """The VM could not be started (missing QEMU, kernel or initramfs)."""
 
 
+# Platform: (QEMU binary, CPU model).
+PLATFORMS = {
+    'model': (str(BUILD / 'qemu' / 'qemu-system-x86_64'), 'EPYC,+svm,+npt,aperfmperf=on'),
+    'stock': (STOCK_QEMU, 'EPYC,+svm,+npt'),
+}
+DEFAULT_PLATFORM = os.environ.get('GH_PLATFORM', 'model')
+if DEFAULT_PLATFORM not in PLATFORMS:
+    raise SystemExit(f'GH_PLATFORM={DEFAULT_PLATFORM}: want one of {", ".join(PLATFORMS)}')
+
+
 @dataclass
 class VMConfig:
     # GH_KERNEL boots another build of the kernel ('make debug-test').
@@ -59,12 +72,22 @@ class VMConfig:
     # GH_QEMU runs another QEMU, such as the APERF/MPERF model that 'make
     # qemu' builds (build/qemu/qemu-system-x86_64), and GH_CPU another CPU
     # model ('EPYC,+svm,+npt,aperfmperf=on').
-    qemu: str = os.environ.get('GH_QEMU', STOCK_QEMU)
-    cpu: str = os.environ.get('GH_CPU', 'EPYC,+svm,+npt')
+    qemu: str = os.environ.get('GH_QEMU', PLATFORMS[DEFAULT_PLATFORM][0])
+    cpu: str = os.environ.get('GH_CPU', PLATFORMS[DEFAULT_PLATFORM][1])
     smp: int = 4
     memory: str = '2G'
     append: str = ''
     timeout: float = 300.0
+
+
+def platform_config(platform: str, cpu: str = '', **kw) -> VMConfig:
+    """A VMConfig for `platform`, with another CPU model (and its
+    properties) if `cpu` is given."""
+    qemu, default_cpu = PLATFORMS[platform]
+    if platform == DEFAULT_PLATFORM:
+        qemu = os.environ.get('GH_QEMU', qemu)
+        default_cpu = os.environ.get('GH_CPU', default_cpu)
+    return VMConfig(qemu=qemu, cpu=cpu or default_cpu, **kw)
 
 
 @dataclass

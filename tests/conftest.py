@@ -39,14 +39,19 @@ KERNEL_REPORT = re.compile(
 
 
 class GuestRunner:
-    def __init__(self) -> None:
-        self.vm = vmrun.VM()
+    """Runs commands in the test VM on one platform: 'model', the QEMU that
+    models APERF/MPERF (the kernel then uses the mperf source), or 'stock',
+    Debian's QEMU (the sampled source)."""
+
+    def __init__(self, platform: str = vmrun.DEFAULT_PLATFORM) -> None:
+        self.platform = platform
+        self.vm = vmrun.VM(vmrun.platform_config(platform))
 
     def run(self, command: str, timeout: float = 240, expect_rc: int | None = 0,
-            append: str = '') -> vmrun.VMResult:
+            append: str = '', cpu: str = '') -> vmrun.VMResult:
         vm = self.vm
-        if append:
-            vm = vmrun.VM(vmrun.VMConfig(append=append))
+        if append or cpu:
+            vm = vmrun.VM(vmrun.platform_config(self.platform, append=append, cpu=cpu))
         res = vm.run(command, timeout=timeout)
         if res.hung or res.panicked or (expect_rc is not None and res.rc != expect_rc):
             pytest.fail(f'expected exit status {expect_rc}; {res.describe()}', pytrace=False)
@@ -57,13 +62,40 @@ class GuestRunner:
         return res
 
 
-@pytest.fixture(scope='session')
-def guest() -> GuestRunner:
+def _runner(platform: str) -> GuestRunner:
     missing = [p for p in (BUILD / 'bzImage', BUILD / 'initramfs.cpio', PERF) if not p.exists()]
     if missing:
         pytest.fail('missing build outputs (run "make vm"): '
                     + ', '.join(str(p.relative_to(TOP)) for p in missing))
-    return GuestRunner()
+    runner = GuestRunner(platform)
+    try:
+        runner.vm.check()
+    except vmrun.VMError as e:
+        pytest.fail(str(e))
+    return runner
+
+
+@pytest.fixture(scope='session')
+def guest() -> GuestRunner:
+    """The default platform (GH_PLATFORM, 'model' unless set to 'stock')."""
+    return _runner(vmrun.DEFAULT_PLATFORM)
+
+
+@pytest.fixture(scope='session')
+def model() -> GuestRunner:
+    """The APERF/MPERF model, for tests of the mperf source."""
+    if vmrun.DEFAULT_PLATFORM == 'stock':
+        pytest.skip('GH_PLATFORM=stock: no APERF/MPERF model to test the mperf source on')
+    return _runner('model')
+
+
+@pytest.fixture(scope='session')
+def stock() -> GuestRunner:
+    """Debian's QEMU, without APERF/MPERF: the sampled source."""
+    return _runner('stock')
+
+
+MODEL_CPU = vmrun.PLATFORMS['model'][1]
 
 
 def host_perf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -8,6 +8,9 @@
  *                           run a guest that does N port-I/O exits, then
  *                           signals the end on another port; with
  *                           "passthrough", HLT and PAUSE do not exit
+ *   gh-vmm kexits N [passthrough]
+ *                           the same with N CPUID exits, which KVM handles
+ *                           without returning to user space (one KVM_RUN)
  *   gh-vmm halt SECONDS     run a guest that halts with HLT passed through
  *                           (KVM_CAP_X86_DISABLE_EXITS) for SECONDS
  *
@@ -36,6 +39,10 @@
 /* 1: out 0x10, al; dec ecx; jnz 1b; out 0x11, al; hlt */
 static const uint8_t exits_code[] = {
 	0xe6, IO_PORT, 0x66, 0x49, 0x75, 0xfa, 0xe6, DONE_PORT, 0xf4
+};
+/* 1: cpuid; dec esi; jnz 1b; out 0x11, al; hlt */
+static const uint8_t kexits_code[] = {
+	0x0f, 0xa2, 0x66, 0x4e, 0x75, 0xfa, 0xe6, DONE_PORT, 0xf4
 };
 /* cli; 1: hlt; jmp 1b */
 static const uint8_t halt_code[] = { 0xfa, 0xf4, 0xeb, 0xfd };
@@ -273,6 +280,48 @@ static int cmd_exits(unsigned long n, int passthrough)
 	return io_exits == n ? 0 : 1;
 }
 
+/* In-kernel exits: one KVM_RUN for all N of them (but for signals). */
+static int cmd_kexits(unsigned long n, int passthrough)
+{
+	unsigned long runs = 0;
+	struct kvm_regs regs;
+	double t0, t1;
+	struct vm v;
+
+	if (!n) {
+		fprintf(stderr, "gh-vmm: kexits: N must be at least 1\n");
+		return 2;
+	}
+	vm_create(&v, kexits_code, sizeof(kexits_code), passthrough ?
+		  KVM_X86_DISABLE_EXITS_HLT | KVM_X86_DISABLE_EXITS_PAUSE : 0);
+	if (ioctl(v.vcpu, KVM_GET_REGS, &regs))
+		die("KVM_GET_REGS");
+	regs.rsi = n;
+	if (ioctl(v.vcpu, KVM_SET_REGS, &regs))
+		die("KVM_SET_REGS");
+	t0 = now();
+	for (;;) {
+		runs++;
+		if (ioctl(v.vcpu, KVM_RUN, 0) && errno != EINTR)
+			die("KVM_RUN");
+		if (v.run->exit_reason == KVM_EXIT_IO &&
+		    v.run->io.port == DONE_PORT)
+			break;
+		if (v.run->exit_reason == KVM_EXIT_INTR)
+			continue;
+		fprintf(stderr, "gh-vmm: unexpected exit reason %u\n",
+			v.run->exit_reason);
+		return 1;
+	}
+	t1 = now();
+	printf("cpuid_exits=%lu\n", n);
+	printf("kvm_run_calls=%lu\n", runs);
+	printf("seconds=%.6f\n", t1 - t0);
+	printf("us_per_exit=%.2f\n", (t1 - t0) * 1e6 / n);
+	printf("kvm_exits=%lld\n", read_vcpu_stat(&v, "exits"));
+	return 0;
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
@@ -342,8 +391,11 @@ int main(int argc, char **argv)
 	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "exits"))
 		return cmd_exits(strtoul(argv[2], NULL, 0),
 				 argc == 4 && !strcmp(argv[3], "passthrough"));
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "kexits"))
+		return cmd_kexits(strtoul(argv[2], NULL, 0),
+				  argc == 4 && !strcmp(argv[3], "passthrough"));
 	if (argc == 3 && !strcmp(argv[1], "halt"))
 		return cmd_halt(strtod(argv[2], NULL));
-	fprintf(stderr, "usage: gh-vmm exits N [passthrough] | gh-vmm halt SECONDS\n");
+	fprintf(stderr, "usage: gh-vmm exits|kexits N [passthrough] | gh-vmm halt SECONDS\n");
 	return 2;
 }
