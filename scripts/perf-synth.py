@@ -110,7 +110,7 @@ def raw_guest_halted(pid: int, vcpu: int, gtime: int, halted: int, source: int,
                      tsc_khz: int) -> bytes:
     tsc = gtime * tsc_khz // 1000000 % 2**64
     halted_cycles = halted * tsc_khz // 1000000 % 2**64
-    mperf = 0 if source == 2 else tsc - halted_cycles
+    mperf = 0 if source == 2 else (tsc - halted_cycles) % 2**64
     r = struct.pack('<HBBi', EVENT_ID, 0, 0, pid)
     r += struct.pack('<III', vcpu, 0, 2) + bytes(4)
     r += struct.pack('<QQQQQIB', tsc, mperf, gtime, halted, halted_cycles, source,
