@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The perf part of 'make demo': the halted-time breakdown of a recording
 of kvm:guest_halted ('perf kvm stat halted'), and its halted % per vCPU
-over time (--interval), drawn with gnuplot as build/demo-halted.png.
+over time (-I/--interval-print), drawn with gnuplot as build/demo-halted.png.
 
     scripts/perf-demo.py PERF.DATA [--interval MS] [--out PNG]
 """
@@ -9,6 +9,8 @@ over time (--interval), drawn with gnuplot as build/demo-halted.png.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -28,24 +30,27 @@ def perf_halted(data: Path, *args: str) -> str:
     return res.stdout
 
 
+def series_rows(series: Path) -> list[dict[str, str]]:
+    """The CSV rows of 'perf kvm stat halted -x, -I', by column name."""
+    text = series.read_text()
+    rows = list(csv.reader(io.StringIO(text[2:], newline='')))
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
 def plot(series: Path, out: Path, title: str, interval_s: float) -> None:
     """halted % per vCPU against time, one line per pid/vCPU, each point
-    at the middle of its interval."""
-    keys = []
-    for line in series.read_text().splitlines()[1:]:
-        f = line.split(',')
-        key = f'{f[2]} {f[3]} vCPU {f[4]}'
-        if key not in keys:
-            keys.append(key)
+    at the middle of its interval (the last one may be shorter)."""
+    points: dict[str, list[str]] = {}
+    ends = sorted({float(r['time']) for r in series_rows(series)})
+    start = {t: max(0.0, t - interval_s, *(e for e in ends if e < t)) for t in ends}
+    for r in series_rows(series):
+        t = float(r['time'])
+        key = f"{r['pid']} {r['comm']} vCPU {r['vcpu']}"
+        points.setdefault(key, []).append(f"{(start[t] + t) / 2:.3f} {r['halted_pct']}\n")
     cols = {}
-    for k in keys:
-        pid, comm, _, vcpu = k.split()
-        dat = out.with_suffix(f'.{pid}.{vcpu}.dat')
-        with open(dat, 'w') as f:
-            for line in series.read_text().splitlines()[1:]:
-                c = line.split(',')
-                if c[2] == pid and c[4] == vcpu:
-                    f.write(f'{max(0.0, float(c[0]) - interval_s / 2):.3f} {c[7]}\n')
+    for i, (k, pts) in enumerate(points.items()):
+        dat = out.with_suffix(f'.{i}.dat')
+        dat.write_text(''.join(pts))
         cols[k] = dat
     plots = ', '.join(f"'{d}' using 1:2 with linespoints lw 2 pt 7 ps 0.6 title '{k}'" for k, d in cols.items())
     script = f"""
@@ -76,15 +81,15 @@ def main() -> int:
           '(QEMU has no APERF/MPERF: sampled, so estimates with their error):')
     print(perf_halted(args.data).rstrip())
     series = args.out.with_suffix('.csv')
-    series.write_text(perf_halted(args.data, '-x,', '--interval', str(args.interval)))
+    series.write_text(perf_halted(args.data, '-x,', '-I', str(args.interval)))
     rel = series.relative_to(TOP) if series.is_relative_to(TOP) else series
     print(f'\nHalted % per vCPU every {args.interval} ms: {rel} '
-          f'("perf kvm stat halted -x, --interval {args.interval}")')
+          f'("perf kvm stat halted -x, -I {args.interval}")')
     if shutil.which('gnuplot') is None:
         print('perf-demo: gnuplot is missing (apt-get install gnuplot-nox); no picture',
               file=sys.stderr)
         return 1
-    plot(series, args.out, 'guest_halted_test under perf kvm stat halted --interval '
+    plot(series, args.out, 'guest_halted_test under perf kvm stat halted -I '
          f'{args.interval}: the guest at 0, 50, 90, 100 % duty', args.interval / 1000)
     out = args.out.relative_to(TOP) if args.out.is_relative_to(TOP) else args.out
     print(f'Picture of it: {out}')
