@@ -253,6 +253,7 @@ CRAFTED = {
     'skip-past-eof': 'tracing data whose header_event size runs past the file (hang)',
     'build-id-size': 'a build-id record of 65535 bytes (stack overflow)',
     'string-past-section': 'a hostname string longer than its section',
+    'string-without-nul': 'a hostname string that fills its section, with no NUL (overread)',
     'cpu-past-topology': 'a sample on CPU 2^31-1 of a 2-CPU topology',
 }
 
@@ -295,6 +296,8 @@ def crafted(kind: str) -> bytes:
         # NUL: what follows is the next section, the OS release.
         feats.append((HEADER_HOSTNAME, struct.pack('<I', 64) + b'hostnamexx'))
         feats.append((HEADER_OSRELEASE, feature_string('6.12-forged')))
+    elif kind == 'string-without-nul':
+        feats.append((HEADER_HOSTNAME, struct.pack('<I', 10) + b'hostnamexx'))
     elif kind == 'cpu-past-topology':
         d = bytearray(comm_record(4242, 'qemu-vm'))
         raw = raw_guest_halted(4242, 0, 4_000_000, 2_000_000, 1, 2000000)
