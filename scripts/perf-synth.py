@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +47,33 @@ HEADER_EVENT = (b'# compressed entry header\n\ttype_len    :    5 bits\n'
                 b'\ttime_delta  :   27 bits\n\tarray       :   32 bits\n\n'
                 b'\tpadding     : type == 29\n\ttime_extend : type == 30\n'
                 b'\ttime_stamp : type == 31\n\tdata max type_len  == 28\n')
+
+
+def kernel_print_fmt(tree: Path) -> str:
+    """The 'print fmt:' line of kvm:guest_halted as the kernel in `tree`
+    writes it in its format file: TP_printk()'s format and arguments from
+    arch/x86/kvm/trace.h, with the macros they use expanded by the C
+    preprocessor, as the kernel's __stringify() shows them."""
+    trace = (tree / 'arch/x86/kvm/trace.h').read_text()
+    event = trace[trace.index('TRACE_EVENT(guest_halted,'):]
+    printk = event[event.index('TP_printk(') + len('TP_printk('):]
+    depth, end = 1, 0
+    for end, c in enumerate(printk):
+        depth += {'(': 1, ')': -1}.get(c, 0)
+        if depth == 0:
+            break
+    fmt, args = re.match(r'\s*("(?:[^"\\]|\\.)*")\s*,(.*)', printk[:end], re.S).groups()
+    macro = trace[trace.index('#define KVM_ISA_VMX'):trace.index('#define TRACE_EVENT_KVM_EXIT')]
+    src = ''.join(ln for f in ('arch/x86/include/uapi/asm/vmx.h', 'arch/x86/include/uapi/asm/svm.h')
+                  for ln in (tree / f).read_text().splitlines(keepends=True)
+                  if not ln.startswith('#include'))
+    src += macro + ''.join(m[0] + '\n' for m in re.finditer(
+        r'#define KVM_GUEST_HALTED_SOURCE_\w+\s+\d+', trace))
+    src += '#define __entry REC\nARGS_BEGIN ' + args.replace('\\\n', ' ') + ' ARGS_END\n'
+    out = subprocess.run(['gcc', '-E', '-P', '-undef', '-x', 'c', '-'], input=src, text=True,
+                         capture_output=True, check=True).stdout
+    expanded = re.search(r'ARGS_BEGIN (.*) ARGS_END', ' '.join(out.split()))[1]
+    return f'print fmt: {fmt}, {expanded.strip()}'
 
 
 def attr(type_: int = PERF_TYPE_TRACEPOINT, sample_type: int = SAMPLE_TYPE,
@@ -73,6 +102,93 @@ def tracing_data(system: str = 'kvm', name: str = 'guest_halted', page_size: int
     out += struct.pack('<I', 0) + struct.pack('<I', 0)        # kallsyms, printk
     out += struct.pack('<Q', 0)                               # saved cmdlines
     return bytes(out)
+
+
+def tracing_data_of(formats: list[bytes], system: str = 'kvm') -> bytes:
+    """Tracing data with these format files, all of one system."""
+    out = bytearray(b'\x17\x08\x44tracing0.6\x00')
+    out += struct.pack('<BBI', 0, 8, 4096)
+    out += b'header_page\x00' + struct.pack('<Q', len(HEADER_PAGE)) + HEADER_PAGE
+    out += b'header_event\x00' + struct.pack('<Q', len(HEADER_EVENT)) + HEADER_EVENT
+    out += struct.pack('<I', 0)
+    out += struct.pack('<I', 1) + system.encode() + b'\x00' + struct.pack('<I', len(formats))
+    for fmt in formats:
+        out += struct.pack('<Q', len(fmt)) + fmt
+    out += struct.pack('<I', 0) + struct.pack('<I', 0) + struct.pack('<Q', 0)
+    return bytes(out)
+
+
+def parse_format(text: str) -> tuple[int, dict[str, tuple[int, int]], int]:
+    """A format file's event id, its fields (offset, size) and record size."""
+    ident = int(re.search(r'^ID: (\d+)', text, re.M)[1])
+    fields = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(
+        r'field:[^;]*?(\w+)(?:\[\d*\])?;\s*offset:(\d+);\s*size:(\d+);', text)}
+    return ident, fields, max(o + n for o, n in fields.values())
+
+
+def raw_of(fmt: tuple[int, dict[str, tuple[int, int]], int], pid: int, **values: int) -> bytes:
+    ident, fields, size = fmt
+    r = bytearray(size + (-size % 8))
+    values = {'common_type': ident, 'common_pid': pid, **values}
+    for name, v in values.items():
+        off, n = fields[name]
+        r[off:off + n] = (v % (1 << 8 * n)).to_bytes(n, 'little')
+    return bytes(r)
+
+
+KVM_EVENTS = ('kvm_entry', 'kvm_exit', 'kvm_pio', 'kvm_mmio', 'kvm_msr')
+
+
+def kvm_recording(formats: dict[str, str], vms: int = 2, vcpus: int = 2,
+                  cycles: int = 50) -> bytes:
+    """A recording as 'perf kvm stat record' makes of VMX guests: every kvm
+    event of every class (entry and exit around port I/O, MSR writes and
+    MMIO) and kvm:guest_halted, each its own attr, with `formats` the kernel's
+    format files of KVM_EVENTS by name (/sys/kernel/tracing/events/kvm/)."""
+    texts = [formats[n] for n in KVM_EVENTS]
+    texts.append(FORMAT.read_text().replace('ID: @ID@', f'ID: {EVENT_ID}'))
+    fmts = [parse_format(t) for t in texts]
+    entry, exit_, pio, mmio, msr, gh = range(len(fmts))
+    st = SAMPLE_TYPE | SAMPLE_IDENTIFIER
+    records = []
+    for v in range(vms):
+        pid = 3000 + 100 * v
+        records.append((0, comm_record(pid, f'qemu-vm{v}', time=0)))
+        for vcpu in range(vcpus):
+            t = S0 = 1_000_000_000 + vcpu * 10_000
+            for c in range(cycles):
+                for reason, ev, vals in ((30, pio, dict(rw=1, port=0x3f8, size=1, count=1)),
+                                         (32, msr, dict(write=1, ecx=0x6e0)),
+                                         (49, mmio, dict(type=1, len=4, gpa=0xfee00000))):
+                    seq = [(entry, dict(vcpu_id=vcpu)),
+                           (exit_, dict(exit_reason=reason, isa=1, vcpu_id=vcpu)),
+                           (ev, vals)]
+                    for i, vals2 in seq:
+                        t += 1000
+                        records.append((t, sample(pid, pid + 1 + vcpu, t, vcpu,
+                                                  raw_of(fmts[i], pid, **vals2), ident=i + 1)))
+                t += 4_000_000
+                records.append((t, sample(pid, pid + 1 + vcpu, t, vcpu,
+                                          raw_guest_halted(pid, vcpu, 4_000_000, 1_000_000 * (c % 5),
+                                                           1, 2000000), ident=gh + 1)))
+            del S0
+    records.sort(key=lambda r: r[0])
+    data = b''.join(r for _, r in records)
+    attrs = []
+    for i, (ident, _, _) in enumerate(fmts):
+        a = bytearray(attr(PERF_TYPE_TRACEPOINT, st, ident))
+        struct.pack_into('<Q', a, 40, struct.unpack_from('<Q', a, 40)[0] | 1 << 18)
+        attrs.append((bytes(a), [i + 1]))
+    feats = [(HEADER_TRACING_DATA, tracing_data_of([t.encode() for t in texts])),
+             (HEADER_CPUID, feature_string('GenuineIntel,6,85,4')),
+             (HEADER_HOSTNAME, feature_string('host')),
+             (HEADER_NRCPUS, struct.pack('<II', 4, 4)),
+             (HEADER_CPU_TOPOLOGY, struct.pack('<I', 1) + feature_string('0-3') +
+              struct.pack('<I', 4) + b''.join(feature_string(str(i)) for i in range(4)) +
+              b''.join(struct.pack('<II', i, 0) for i in range(4))),
+             (HEADER_EVENT_DESC, event_desc([(a, f'kvm:{n}', ids) for (a, ids), n in
+                                             zip(attrs, KVM_EVENTS + ('guest_halted',))]))]
+    return assemble(attrs, data, feats)
 
 
 def feature_string(s: str) -> bytes:
@@ -112,7 +228,7 @@ def raw_guest_halted(pid: int, vcpu: int, gtime: int, halted: int, source: int,
     halted_cycles = halted * tsc_khz // 1000000 % 2**64
     mperf = 0 if source == 2 else (tsc - halted_cycles) % 2**64
     r = struct.pack('<HBBi', EVENT_ID, 0, 0, pid)
-    r += struct.pack('<III', vcpu, 0, 2) + bytes(4)
+    r += struct.pack('<III', vcpu, 0x60, 2) + bytes(4)      # SVM 'interrupt'
     r += struct.pack('<QQQQQIB', tsc, mperf, gtime, halted, halted_cycles, source,
                      int(source == 2))
     return r + bytes(-len(r) % 8)
@@ -328,12 +444,24 @@ def main() -> int:
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--event', default='kvm:guest_halted', help='SYSTEM:NAME of the tracepoint')
     ap.add_argument('--software', action='store_true', help='software event samples')
+    ap.add_argument('--kvm', type=Path, metavar='FORMATS_DIR',
+                    help='write a recording of every kvm stat class instead, with the '
+                    'format files of DIR/kvm_*/format (/sys/kernel/tracing/events/kvm)')
+    ap.add_argument('--print-fmt', type=Path, metavar='TREE',
+                    help="print the kernel's 'print fmt:' line of kvm:guest_halted from TREE")
     ap.add_argument('--crafted', choices=sorted(CRAFTED),
                     help='write this crafted file instead: ' +
                     '; '.join(f'{k}: {v}' for k, v in CRAFTED.items()))
     args = ap.parse_args()
+    if args.print_fmt:
+        print(kernel_print_fmt(args.print_fmt))
+        return 0
     if args.crafted:
         args.out.write_bytes(crafted(args.crafted))
+        return 0
+    if args.kvm:
+        args.out.write_bytes(kvm_recording({n: (args.kvm / n / 'format').read_text()
+                                            for n in KVM_EVENTS}))
         return 0
     blob, sums = build(args.vm, args.seed, event=args.event, software=args.software)
     args.out.write_bytes(blob)

@@ -34,8 +34,6 @@ KERNEL = Path(os.environ.get('GH_KERNEL', BUILD / 'bzImage'))
 BASE_KERNEL = Path(os.environ.get('GH_BASE_KERNEL', BUILD / 'bzImage-base'))
 INITRD = Path(os.environ.get('GH_INITRD', BUILD / 'initramfs.cpio'))
 PLUGINS = '/usr/local/lib/traceevent/plugins'
-FIELDS = ('vcpu_id', 'exit_reason', 'isa', 'tsc_delta', 'mperf_delta', 'gtime_ns', 'halted_ns',
-          'halted_cycles', 'source', 'derived')
 SELFTEST_LINE = re.compile(
     r'^passthrough, (\d+)% duty: guest ([\d.]+)% halted, host ([\d.]+)% halted '
     r'\(error [-+][\d.]+ pp[^)]*\); gtime (\d+) ticks, gtime_halted \d+ ticks, '
@@ -181,10 +179,11 @@ def test_trace_cmd_report_with_the_plugin(run) -> None:
              if 'guest_halted:' in ln]
     assert len(lines) >= 50, (run.share / 'tc.txt').read_text()[-2000:]
     for ln in lines[:20]:
-        for field in FIELDS:
-            assert re.search(rf'\b{field}=\S', ln), (field, ln)
-        assert re.search(r'[\d.]+% halted', ln), ln
-        assert 'source=sampled (estimate)' in ln, ln
+        # The plugin's guest ms and halted %, then the kernel's own format,
+        # with the exit reason by name.
+        assert re.search(r'\([\d.]+ ms guest, [\d.]+% halted, estimate\) vcpu \d+ '
+                         r'reason [a-zA-Z_]\w* gtime_ns \d+ halted_ns \d+ ', ln), ln
+        assert 'source sampled' in ln, ln
 
 
 def test_perf_shell_test_passes(run) -> None:
