@@ -87,7 +87,7 @@ bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter rea
 	@$(PYTHON) scripts/lb-bench.py
 	@$(PYTHON) scripts/sched-bench.py
 
-fuzz: vm ## Fuzz perf kvm stat halted, built with ASan, with 1000 mutated recordings
+fuzz: vm ## Fuzz every perf kvm stat class and perf script (ASan+UBSan perf) with 1000 mutated recordings
 	@$(PYTHON) scripts/fuzz-perf-kvm-stat.py
 
 kernel-debug: tree ## Build build/bzImage-debug: the test kernel with lockdep, KASAN, UBSAN

@@ -1,16 +1,22 @@
 #!/usr/bin/python3
-"""Fuzz 'perf kvm stat halted' with mutated copies of a real recording.
+"""Fuzz 'perf kvm stat' and 'perf script' with mutated copies of a recording.
 
 perf is built with AddressSanitizer and UBSan (but its alignment check)
-into build/perf-asan, from
-build/linux, with the flags of scripts/build-perf.sh.  The seed is a
-recording of kvm:guest_halted made in the test VM ('perf kvm stat record'
-around a HLT-passthrough guest), unless --seed names one.  Each copy is
-mutated in one or more of these ways: truncated, bits flipped, bytes
-overwritten, a header field (section offsets and sizes, attr size) or an
-attr field (type, size, config, sample_type, flags) changed, a sample's
-header size or raw size changed.  Every copy is reported on with the
-table, CSV, JSON and --interval output in turn.
+into build/perf-asan, from build/linux (or --tree), with the flags of
+scripts/build-perf.sh.  The seed is, unless --seed names one, a recording
+of every 'perf kvm stat' class (kvm_entry, kvm_exit, kvm_pio, kvm_mmio,
+kvm_msr and kvm:guest_halted, each its own attr, with the kernel's own
+format files from /sys/kernel/tracing/events/kvm; scripts/perf-synth.py
+--kvm), or where this host has no KVM tracepoints, a recording made in the
+test VM ('perf kvm stat record' around a HLT-passthrough guest).  Each copy
+is mutated in one or more of these ways: truncated, bits flipped, bytes
+overwritten, a header field (section offsets and sizes, attr size), a field
+of any attr (type, size, config, sample_type, flags), an entry of the
+feature table (offset, size) or bytes inside a feature section (tracing
+data, event descriptions, topology, strings), a sample's header size or raw
+size changed.  Every copy is read by every class: 'perf kvm stat halted'
+(table, CSV, JSON and -I in turn), 'perf kvm stat report' with
+--event=vmexit, mmio, ioport and msr, and 'perf script'.
 
 A crash is a death by signal or a sanitizer report; a hang is a run over
 the timeout.  A crash whose innermost frame is in the system's
@@ -51,11 +57,12 @@ SAN_ENV = {
 }
 SAN_MARKS = ('ERROR: AddressSanitizer', 'runtime error:', 'ERROR: LeakSanitizer',
              'SUMMARY: UndefinedBehaviorSanitizer')
-OUTPUTS = [[], ['-x,'], ['--json'], ['-x;', '--interval', '100'], ['-k', 'halted_pct']]
+OUTPUTS = [[], ['-x,'], ['--json'], ['-x;', '-I', '100'], ['-k', 'halted_pct']]
+CLASSES = ['halted', 'vmexit', 'mmio', 'ioport', 'msr', 'script']
+KVM_FORMATS = Path('/sys/kernel/tracing/events/kvm')
 
 
-def build_asan_perf(jobs: int) -> None:
-    tree = BUILD / 'linux'
+def build_asan_perf(jobs: int, tree: Path) -> None:
     out = ASAN_PERF.parent
     if ASAN_PERF.exists() and ASAN_PERF.stat().st_mtime >= max(
             p.stat().st_mtime for p in (tree / 'tools/perf/builtin-kvm.c',
@@ -93,7 +100,8 @@ def mutate(data: bytes, rnd: random.Random) -> tuple[bytes, str]:
     b = bytearray(data)
     done = []
     for _ in range(rnd.choice((1, 1, 2, 3))):
-        kind = rnd.choice(('truncate', 'bitflip', 'bytes', 'header', 'attr', 'sample'))
+        kind = rnd.choice(('truncate', 'bitflip', 'bytes', 'header', 'attr', 'attr',
+                           'feature', 'feature', 'sample'))
         if kind == 'truncate' and len(b) > 8:
             del b[rnd.randrange(8, len(b)):]
         elif kind == 'bitflip':
@@ -111,12 +119,34 @@ def mutate(data: bytes, rnd: random.Random) -> tuple[bytes, str]:
                 (0, 1, 0xffffffffffffffff, rnd.getrandbits(64), rnd.getrandbits(16),
                  struct.unpack_from('<Q', b, off)[0] + rnd.randint(-64, 64) & (2**64 - 1))))
         elif kind == 'attr' and len(b) >= 104:
-            attrs = struct.unpack_from('<Q', b, 24)[0]
+            # A field of any of the attrs, each attr_size + 16 bytes.
+            entry, attrs, size = struct.unpack_from('<QQQ', b, 16)
+            n = max(1, size // entry) if 16 < entry < 4096 else 1
+            attrs += rnd.randrange(n) * (entry if 16 < entry < 4096 else 0)
             if attrs + 48 < len(b):
                 off = attrs + rnd.choice((0, 4, 8, 24, 40, 44))
                 width = 4 if off - attrs in (0, 4, 44) else 8
                 val = rnd.choice((0, 1, 2, 0xffff, rnd.getrandbits(width * 8)))
                 b[off:off + width] = val.to_bytes(width, 'little')
+        elif kind == 'feature' and len(b) >= 104:
+            # The feature table follows the data: an entry's offset or size,
+            # or bytes inside the section it points at.
+            data_off, data_size = struct.unpack_from('<QQ', b, 40)
+            table = data_off + data_size
+            nfeat = bin(int.from_bytes(b[72:104], 'little')).count('1')
+            if nfeat and table + 16 * nfeat <= len(b):
+                ent = table + 16 * rnd.randrange(nfeat)
+                off, size = struct.unpack_from('<QQ', b, ent)
+                if rnd.random() < 0.3:
+                    i = ent + rnd.choice((0, 8))
+                    b[i:i + 8] = struct.pack('<Q', rnd.choice(
+                        (0, 1, 2**64 - 1, 2**32 - 1, rnd.getrandbits(32),
+                         struct.unpack_from('<Q', b, i)[0] + rnd.randint(-16, 16) & (2**64 - 1))))
+                elif 0 < size and off + size <= len(b):
+                    for _ in range(rnd.randint(1, 8)):
+                        i = off + rnd.randrange(size)
+                        b[i:i + 4] = rnd.choice((rnd.randbytes(4), b'\xff\xff\xff\xff',
+                                                 b'\0\0\0\0', struct.pack('<I', rnd.getrandbits(8))))
         elif kind == 'sample':
             # A record header's size, or the raw size behind it.
             data_off = struct.unpack_from('<Q', b, 40)[0] if len(b) >= 48 else 0
@@ -131,14 +161,25 @@ def mutate(data: bytes, rnd: random.Random) -> tuple[bytes, str]:
     return bytes(b), '+'.join(done)
 
 
-def run_one(idx: int, data: bytes, what: str, work: Path, timeout: float) -> dict:
-    path = work / f'copy-{idx}.data'
+def argv_of(cls: str, path: Path, idx: int) -> list[str]:
+    if cls == 'script':
+        return [str(ASAN_PERF), 'script', '-i', str(path)]
+    if cls == 'halted':
+        return [str(ASAN_PERF), 'kvm', 'stat', 'halted', '-i', str(path),
+                *OUTPUTS[idx % len(OUTPUTS)]]
+    return [str(ASAN_PERF), 'kvm', '-i', str(path), 'stat', 'report', f'--event={cls}',
+            '--stdio']
+
+
+def run_one(idx: int, data: bytes, what: str, work: Path, timeout: float,
+            cls: str = 'halted') -> dict:
+    path = work / f'copy-{idx}-{cls}.data'
     path.write_bytes(data)
-    argv = [str(ASAN_PERF), 'kvm', 'stat', 'halted', '-i', str(path), *OUTPUTS[idx % len(OUTPUTS)]]
-    result = {'idx': idx, 'what': what, 'argv': argv}
+    argv = argv_of(cls, path, idx)
+    result = {'idx': idx, 'what': what, 'argv': argv, 'cls': cls}
     try:
         res = subprocess.run(argv, capture_output=True, timeout=timeout,
-                             env={**os.environ, **SAN_ENV})
+                             env={**os.environ, **SAN_ENV, 'PAGER': 'cat'})
         err = res.stderr.decode('utf-8', 'replace')
         result['rc'] = res.returncode
         result['sanitizer'] = any(m in err for m in SAN_MARKS)
@@ -163,31 +204,50 @@ def main() -> int:
     ap.add_argument('--jobs', type=int, default=os.cpu_count() or 2)
     ap.add_argument('--timeout', type=float, default=30.0)
     ap.add_argument('--perf', type=Path, help='an AddressSanitizer perf to use')
+    ap.add_argument('--tree', type=Path, default=BUILD / 'linux',
+                    help='the tree to build it from (default build/linux)')
+    ap.add_argument('--classes', default=','.join(CLASSES),
+                    help='what reads each copy (default: %(default)s)')
+    ap.add_argument('--out', type=Path, default=OUT, help='where failures are kept')
     args = ap.parse_args()
 
     global ASAN_PERF
     if args.perf:
         ASAN_PERF = args.perf
     else:
-        build_asan_perf(args.jobs)
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
-    seed = args.seed or record_seed(OUT / 'seed.data')
+        build_asan_perf(args.jobs, args.tree)
+    out = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if args.seed:
+        seed = args.seed
+    elif (KVM_FORMATS / 'kvm_exit' / 'format').exists():
+        import importlib.util
+        spec = importlib.util.spec_from_file_location('perf_synth', TOP / 'scripts' / 'perf-synth.py')
+        synth = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(synth)
+        seed = out / 'seed.data'
+        seed.write_bytes(synth.kvm_recording({n: (KVM_FORMATS / n / 'format').read_text()
+                                              for n in synth.KVM_EVENTS}))
+    else:
+        seed = record_seed(out / 'seed.data')
     data = Path(seed).read_bytes()
+    classes = args.classes.split(',')
 
     # The unmutated seed must report cleanly, or the fuzzing proves nothing.
-    base = run_one(-1, data, 'seed', OUT, args.timeout)
-    if base['rc'] != 0:
-        print(f'fuzz: the seed does not report: {base["stderr"]}', file=sys.stderr)
-        return 1
+    for cls in classes:
+        base = run_one(-1, data, 'seed', out, args.timeout, cls)
+        if base['rc'] != 0:
+            print(f'fuzz: the seed does not report as {cls}: {base["stderr"]}', file=sys.stderr)
+            return 1
 
     rnd = random.Random(args.rng)
     copies = [mutate(data, rnd) for _ in range(args.copies)]
     start = time.monotonic()
     results = []
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        futs = [pool.submit(run_one, i, c, what, OUT, args.timeout)
-                for i, (c, what) in enumerate(copies)]
+        futs = [pool.submit(run_one, i, c, what, out, args.timeout, cls)
+                for i, (c, what) in enumerate(copies) for cls in classes]
         for f in cf.as_completed(futs):
             results.append(f.result())
     secs = time.monotonic() - start
@@ -197,17 +257,24 @@ def main() -> int:
     reports = [r for r in results if r['sanitizer'] and r not in outside]
     hangs = [r for r in results if r['hang']]
     accepted = sum(1 for r in results if r['rc'] == 0)
-    with open(OUT / 'failures.txt', 'w') as f:
+    with open(out / 'failures.txt', 'w') as f:
         for r in crashes + reports + hangs + outside:
             f.write(f"copy {r['idx']} ({r['what']}): rc {r['rc']}\n{' '.join(r['argv'])}\n"
                     f"{r['stderr']}\n\n")
-    print(f'seed={seed} seed_bytes={len(data)}')
-    print(f'copies={len(results)} seconds={secs:.0f} reported={accepted} '
+    print(f'perf={ASAN_PERF} seed={seed} seed_bytes={len(data)}')
+    print(f'copies={len(copies)} runs={len(results)} seconds={secs:.0f} reported={accepted} '
           f'refused={len(results) - accepted - len(hangs)}')
     print(f'crashes={len(crashes)} sanitizer_reports={len(reports)} hangs={len(hangs)} '
           f'libtraceevent_crashes={len(outside)}')
+    for cls in classes:
+        mine = [r for r in results if r['cls'] == cls]
+        print(f'class={cls} runs={len(mine)} reported={sum(r["rc"] == 0 for r in mine)} '
+              f'crashes={sum(r in crashes for r in mine)} '
+              f'sanitizer_reports={sum(r in reports for r in mine)} '
+              f'hangs={sum(r["hang"] for r in mine)} '
+              f'libtraceevent_crashes={sum(r in outside for r in mine)}')
     if crashes or reports or hangs:
-        print(f'fuzz: failures in {(OUT / "failures.txt").relative_to(TOP)}', file=sys.stderr)
+        print(f'fuzz: failures in {out / "failures.txt"}', file=sys.stderr)
         return 1
     return 0
 
