@@ -31,7 +31,7 @@ EVENT_ID = 1234
 
 PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 1, 2
 SAMPLE_TID, SAMPLE_TIME, SAMPLE_CPU, SAMPLE_PERIOD, SAMPLE_RAW = 1 << 1, 1 << 2, 1 << 7, 1 << 8, 1 << 10
-SAMPLE_IDENTIFIER = 1 << 16
+SAMPLE_IDENTIFIER, SAMPLE_CGROUP = 1 << 16, 1 << 21
 SAMPLE_TYPE = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD | SAMPLE_RAW
 RECORD_COMM, RECORD_SAMPLE, RECORD_HEADER_BUILD_ID = 3, 9, 67
 HEADER_TRACING_DATA, HEADER_BUILD_ID, HEADER_HOSTNAME, HEADER_OSRELEASE = 1, 2, 3, 4
@@ -239,16 +239,18 @@ def raw_guest_halted(pid: int, vcpu: int, gtime: int, halted: int, source: int,
 
 
 def sample(pid: int, tid: int, time: int, cpu: int, raw: bytes,
-           ident: int | None = None) -> bytes:
+           ident: int | None = None, cgroup: int | None = None) -> bytes:
     """With `ident`, the sample of a file with several attrs: it starts
     with the id of its attr (PERF_SAMPLE_IDENTIFIER)."""
     body = struct.pack('<IIQIIQ', pid, tid, time, cpu, 0, 1)
     if ident is not None:
         body = struct.pack('<Q', ident) + body
-    rawpart = struct.pack('<I', len(raw)) + raw
-    rawpart += bytes(-len(rawpart) % 8)
-    body += rawpart
-    return struct.pack('<IHH', RECORD_SAMPLE, 0, 8 + len(body)) + body
+    # As the kernel does, the raw size counts the padding to 8 bytes.
+    raw += bytes(-(len(raw) + 4) % 8)
+    body += struct.pack('<I', len(raw)) + raw
+    if cgroup is not None:
+        body += struct.pack('<Q', cgroup)
+    return struct.pack('<IHH', RECORD_SAMPLE, 1, 8 + len(body)) + body     # MISC_KERNEL
 
 
 def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
@@ -292,7 +294,7 @@ def build(vms: list[tuple[int, str, int, int, float, int]], seed: int,
     return assemble(attrs, bytes(data), feats), sums
 
 
-RECORD_EXIT, RECORD_FORK = 4, 7
+RECORD_EXIT, RECORD_FORK, RECORD_CGROUP = 4, 7, 19
 
 
 def recording(records: list[tuple], tsc_khz: int = 2000000) -> bytes:
@@ -300,18 +302,27 @@ def recording(records: list[tuple], tsc_khz: int = 2000000) -> bytes:
     so that perf orders them by time with the samples:
       ('comm', pid, comm, time[, exec])   comm as bytes or str
       ('fork', pid, ppid, time), ('exit', pid, ppid, time)
-      ('sample', pid, tid, vcpu, gtime_ns, halted_ns, source, time)"""
+      ('sample', pid, tid, vcpu, gtime_ns, halted_ns, source, time[, cgroup_id])
+      ('cgroup', id, path, time)   PERF_RECORD_CGROUP; with it, samples
+                                   carry their cgroup (perf record --all-cgroups)"""
     data = bytearray()
+    cgroups = any(r[0] == 'cgroup' for r in records)
     for r in records:
-        if r[0] == 'comm':
+        if r[0] == 'cgroup':
+            path = r[2].encode() + b'\0'
+            body = struct.pack('<Q', r[1]) + path + bytes(-len(path) % 8)
+            body += sample_id(0, 0, r[3])
+            data += struct.pack('<IHH', RECORD_CGROUP, 0, 8 + len(body)) + body
+        elif r[0] == 'comm':
             data += comm_record(r[1], r[2], time=r[3], exec_=len(r) > 4 and r[4])
         elif r[0] in ('fork', 'exit'):
             data += task_record(RECORD_FORK if r[0] == 'fork' else RECORD_EXIT, r[1], r[2], r[3])
         else:
-            _, pid, tid, vcpu, gtime, halted, source, time = r
+            _, pid, tid, vcpu, gtime, halted, source, time = r[:8]
             data += sample(pid, tid, time, vcpu % 4,
-                           raw_guest_halted(pid, vcpu, gtime, halted, source, tsc_khz))
-    a = bytearray(attr())
+                           raw_guest_halted(pid, vcpu, gtime, halted, source, tsc_khz),
+                           cgroup=(r[8] if len(r) > 8 else 0) if cgroups else None)
+    a = bytearray(attr(sample_type=SAMPLE_TYPE | (SAMPLE_CGROUP if cgroups else 0)))
     struct.pack_into('<Q', a, 40, struct.unpack_from('<Q', a, 40)[0] | 1 << 18)
     feats = [(HEADER_TRACING_DATA, tracing_data()),
              (HEADER_CPUID, feature_string('AuthenticAMD,23,49,0'))]
@@ -374,6 +385,7 @@ CRAFTED = {
     'build-id-size': 'a build-id record of 65535 bytes (stack overflow)',
     'string-past-section': 'a hostname string longer than its section',
     'string-without-nul': 'a hostname string that fills its section, with no NUL (overread)',
+    'string-len-max': 'a hostname string of length 2^32-1 (malloc(0) on 32-bit before 0005)',
     'cpu-past-topology': 'a sample on CPU 2^31-1 of a 2-CPU topology',
 }
 
@@ -418,6 +430,9 @@ def crafted(kind: str) -> bytes:
         feats.append((HEADER_OSRELEASE, feature_string('6.12-forged')))
     elif kind == 'string-without-nul':
         feats.append((HEADER_HOSTNAME, struct.pack('<I', 10) + b'hostnamexx'))
+    elif kind == 'string-len-max':
+        feats.append((HEADER_HOSTNAME, struct.pack('<I', 2**32 - 1) + b'host' + bytes(60)))
+        feats.append((HEADER_OSRELEASE, feature_string('6.12') + b'X' * 4096))
     elif kind == 'cpu-past-topology':
         d = bytearray(comm_record(4242, 'qemu-vm'))
         raw = raw_guest_halted(4242, 0, 4_000_000, 2_000_000, 1, 2000000)
