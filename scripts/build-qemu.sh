@@ -53,11 +53,13 @@ source_version() {
 	local versions
 	write_sources
 	apt-get "${apt_opts[@]}" -qq update >"$src_dir/apt-update.log" 2>&1 ||
-		die "apt-get update of the private deb-src list failed (see build/qemu-src/apt-update.log)"
+		die "apt-get update of the private deb-src list failed (log: $src_dir/apt-update.log)"
 	versions=$(apt-cache "${apt_opts[@]}" showsrc qemu 2>/dev/null |
 		awk '/^Version:/ {print $2}' | sort -uV)
-	[ -n "$versions" ] ||
-		die "no qemu source package for bookworm in the archive (deb-src index in build/qemu-src/apt/lists)"
+	if [ -z "$versions" ]; then
+		grep -E '^(W|E):' "$src_dir/apt-update.log" >&2 || true
+		die "no qemu source package for bookworm: could the archive be reached? (apt log: $src_dir/apt-update.log)"
+	fi
 	if grep -qxF "$QEMU_SOURCE_PIN" <<<"$versions"; then
 		echo "$QEMU_SOURCE_PIN"
 	else
