@@ -126,11 +126,13 @@ class VM:
 
     def check(self) -> None:
         if shutil.which(self.config.qemu) is None:
-            if self.config.qemu != STOCK_QEMU:
-                raise VMError(f'{self.config.qemu} (GH_QEMU) not found: '
-                              'run "make qemu" to build the model QEMU')
-            raise VMError(f'{self.config.qemu} not found: install it with '
-                          '"apt-get install qemu-system-x86" (or run "make deps")')
+            if self.config.qemu == STOCK_QEMU:
+                raise VMError(f'{self.config.qemu} not found: install it with '
+                              '"apt-get install qemu-system-x86" (or run "make deps")')
+            if self.config.qemu == PLATFORMS['model'][0]:
+                raise VMError(f'{self.config.qemu} not found: run "make qemu" to build '
+                              'the APERF/MPERF model QEMU (or GH_PLATFORM=stock)')
+            raise VMError(f'{self.config.qemu} (GH_QEMU) not found')
         for what, path in (('kernel', self.config.kernel), ('initramfs', self.config.initrd)):
             if not Path(path).is_file():
                 raise VMError(f'{what} {path} is missing: run "make vm" first')

@@ -4,7 +4,6 @@ perf kvm stat recorded in the guest and reported on the host."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -38,10 +37,20 @@ def test_hang_is_reported_with_console(guest: GuestRunner) -> None:
     assert 'VM hung' in report and 'about-to-hang' in report
 
 
-def test_missing_qemu_is_a_clear_error() -> None:
+def test_missing_qemu_is_a_clear_error(tmp_path, monkeypatch) -> None:
     vm = vmrun.VM(vmrun.VMConfig(qemu='qemu-system-x86_64-not-installed'))
-    with pytest.raises(vmrun.VMError, match='apt-get install qemu-system-x86'):
+    with pytest.raises(vmrun.VMError, match=r'^qemu-system-x86_64-not-installed \(GH_QEMU\) '
+                       'not found$'):
         vm.run('true')
+    # The model QEMU not built yet: say how to build it.
+    model = str(tmp_path / 'qemu-system-x86_64')
+    monkeypatch.setitem(vmrun.PLATFORMS, 'model', (model, vmrun.PLATFORMS['model'][1]))
+    with pytest.raises(vmrun.VMError, match='run "make qemu"'):
+        vmrun.VM(vmrun.VMConfig(qemu=model)).run('true')
+    # Debian's QEMU missing: say which package has it.
+    monkeypatch.setenv('PATH', str(tmp_path))
+    with pytest.raises(vmrun.VMError, match='apt-get install qemu-system-x86'):
+        vmrun.VM(vmrun.VMConfig(qemu=vmrun.STOCK_QEMU)).run('true')
 
 
 def test_nested_guest_exits_counted_by_tracepoint(guest: GuestRunner) -> None:
