@@ -16,7 +16,9 @@ pkgs_for() {
 	case "$1" in
 	tree)	echo "git xz-utils" ;;
 	kernel)	echo "build-essential flex bison bc libelf-dev libssl-dev cpio ccache rsync" ;;
-	perf)	echo "build-essential flex bison libelf-dev libdw-dev libtraceevent-dev pkg-config" ;;
+	# GNU time: perf's own peak RSS (tests, perf-bench).  A child's
+	# ru_maxrss from Python includes the forked interpreter's.
+	perf)	echo "build-essential flex bison libelf-dev libdw-dev libtraceevent-dev pkg-config time" ;;
 	vm)	echo "qemu-system-x86 busybox-static cpio trace-cmd" ;;
 	test)	echo "python3 python3-pytest python3-ply python3-git" ;;
 	plot)	echo "gnuplot-nox" ;;

@@ -37,6 +37,7 @@ sys.path.insert(0, str(TOP / 'scripts'))
 import vmrun  # noqa: E402
 
 PERF = Path(os.environ.get('GH_PERF', BUILD / 'perf' / 'perf'))
+TIME = '/usr/bin/time'
 DEST = BUILD / 'perf-bench' / 'perf.data.guest'
 SYNTH_DEST = BUILD / 'perf-bench' / 'synth.data.guest'
 KVM_FORMATS = Path('/sys/kernel/tracing/events/kvm')
@@ -89,17 +90,19 @@ def count_events(path: Path) -> dict[str, int]:
 
 
 def timed(argv: list[str]) -> tuple[float, int]:
-    """Wall time in s and peak RSS in KiB of one run."""
+    """Wall time in s and peak RSS in KiB of one run.  GNU time measures
+    the RSS: a child that Python forks starts with the interpreter's peak
+    RSS as its own (exec keeps the larger of the old and new image's)."""
+    rss = BUILD / 'perf-bench' / 'rss.txt'
+    rss.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    res = subprocess.run([TIME, '-f', '%M', '-o', str(rss), '--'] + argv,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     secs = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors='replace')
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f'perf-bench: {" ".join(argv)} failed: {err}')
-    return secs, usage.ru_maxrss
+    if res.returncode != 0:
+        raise SystemExit(f'perf-bench: {" ".join(argv)} failed: '
+                         f'{res.stderr.decode(errors="replace")}')
+    return secs, int(rss.read_text().split()[-1])
 
 
 def peak_rss(name: str, records: list[tuple]) -> None:
