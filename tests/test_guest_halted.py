@@ -261,7 +261,7 @@ def _selftest_rows(output: str) -> dict[str, list]:
     return by_kind
 
 
-def _limit(source: str, budget: float, host_pct: float, gtime_s: float) -> float:
+def _limit(budget: float, host_pct: float, gtime_s: float) -> float:
     """sampled: 5 points, or where it is larger the error budget plus three
     standard errors of the sampled estimate.  The budget is the share of
     the vCPU's run time spent outside guest mode (traced from each
@@ -299,7 +299,7 @@ def _check_host(source: str, what: str, guest_pct: float, host_pct: float, err: 
         assert lo - 1.0 - 2 * budget <= host_pct <= hi + 1.0, \
             (source, what, guest_pct, raw, host_pct, err, budget)
         return
-    limit = _limit(source, budget, host_pct, gtime_s)
+    limit = _limit(budget, host_pct, gtime_s)
     assert lo - limit <= host_pct <= hi + limit, \
         (source, what, guest_pct, raw, host_pct, err, budget, round(limit, 2))
 
@@ -345,6 +345,7 @@ def test_halted_fraction_of_a_guest_that_polls_after_each_wakeup(
     res = any_platform.run('/selftests/guest_halted_test -t 100 -w 0 -w 400 -w 1000 -w 2000',
                            timeout=300)
     source = _source(res.output)
+    assert source == PLATFORM_SOURCE[any_platform.platform], res.output
     rows = _selftest_rows(res.output).get('passthrough', [])
     assert [w for w, *_ in rows] == ['poll 0 us', 'poll 400 us', 'poll 1000 us',
                                      'poll 2000 us'], res.output
@@ -361,6 +362,7 @@ def test_halted_fraction_with_mwait_passed_through(model: GuestRunner) -> None:
     res = model.run('/selftests/guest_halted_test -m -p 3700 -t 100', timeout=300)
     assert 'MWAIT' in res.output, res.output
     source = _source(res.output)
+    assert source == 'mperf', res.output
     by_kind = _selftest_rows(res.output)
     assert [w for w, *_ in by_kind.get('passthrough', [])] == \
         ['0% duty', '50% duty', '90% duty', '100% duty'], res.output
