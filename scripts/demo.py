@@ -58,7 +58,11 @@ def main() -> int:
     ap.add_argument('--seconds', type=float, default=3.0, help='how long the guest halts')
     args = ap.parse_args()
 
-    print('demo: booting build/bzImage in QEMU TCG (q35, EPYC+svm+npt, 4 CPUs)...')
+    cfg = vmrun.VMConfig()
+    what = {'model': 'the APERF/MPERF model QEMU (make qemu; its figures are model figures)',
+            'stock': "Debian's QEMU (no APERF/MPERF)"}[vmrun.DEFAULT_PLATFORM]
+    print(f'demo: booting build/bzImage in {what}, TCG, q35, -cpu {cfg.cpu}, 4 CPUs '
+          '(GH_PLATFORM=stock|model picks the QEMU)...')
     guest_cmd = (
         'uname -r; P=/sys/module/kvm/parameters; '
         'echo "source=$(cat $P/guest_halted_source)"; '
