@@ -25,6 +25,8 @@ PARAMS = '/sys/module/kvm/parameters'
 ENABLE = f'echo 1 > {PARAMS}/guest_halted'
 # A guest that only halts, on the model: the tick's own exits (see above).
 ONLY_HALTS = 0.90
+# The host tick of the test kernel (CONFIG_HZ_250 in kernel/configs/gtime-halted.config).
+TICK_MS = 4
 RATIO_RE = re.compile(r'MPERF: (\d+\.\d+) TSC cycles per MPERF cycle \((stated|measured)\)')
 
 
@@ -146,33 +148,43 @@ def test_no_counter_read_per_kvm_run(model: GuestRunner) -> None:
 def test_switched_on_and_off_while_a_vcpu_runs(model: GuestRunner) -> None:
     """Accounting switched on while a pinned vCPU already halts in guest
     mode (it never returns to user space), then off and on again: halted
-    time is accounted exactly while it is on."""
+    time is accounted while it is on, and none after the switch-off has
+    returned (read at 'o', right after it, and 1.5 s later at 'c')."""
     script = (
         'taskset -c 2 gh-vmm halt 7 > vmm.txt & sleep 1; '
         'tid=$(ls /proc/$!/task | sort -n | head -1); '
         'rd() { read -r l < /proc/$!/task/$tid/stat; set -- ${l##*) }; echo "$1 ${41} ${51}"; }; '
         f'echo "a $(rd)"; {ENABLE}; sleep 2; echo "b $(rd)"; '
-        f'echo 0 > {PARAMS}/guest_halted; sleep 1.5; echo "c $(rd)"; '
+        f'echo 0 > {PARAMS}/guest_halted; echo "o $(rd)"; sleep 1.5; echo "c $(rd)"; '
         f'{ENABLE}; sleep 1.5; echo "d $(rd)"; wait')
     res = model.run(script)
     pts = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in
-           re.finditer(r'^([abcd]) \S+ (\d+) (\d+)$', res.output, re.M)}
-    assert set(pts) == set('abcd'), res.output
-    (ga, ha), (gb, hb), (gc, hc), (gd, hd) = (pts[k] for k in 'abcd')
+           re.finditer(r'^([abocd]) \S+ (\d+) (\d+)$', res.output, re.M)}
+    assert set(pts) == set('abocd'), res.output
+    (ga, ha), (gb, hb), (go, ho), (gc, hc), (gd, hd) = (pts[k] for k in 'abocd')
     assert ha == 0 and gb - ga > 150, pts
     # On: all but the first interval after the switch (its baseline) halted.
     assert hb - ha >= ONLY_HALTS * (gb - ga) - 3, pts
-    # Off: nothing.
-    assert hc == hb and gc - gb > 100, pts
+    # Between the read at b and the switch-off, the shell's few ms: at
+    # most what the guest ran then.  Off: nothing more.
+    assert hb <= ho <= hb + (go - gb) + 1, pts
+    assert hc == ho and gc - go > 100, pts
     # On again.
     assert hd - hc >= ONLY_HALTS * (gd - gc) - 3 and gd - gc > 100, pts
 
 
 def test_vcpu_that_migrates_every_few_ms(model: GuestRunner) -> None:
-    """An unpinned vCPU moved between CPUs every 5 ms, next to a busy host
-    task, against the same guest pinned, in one boot: each CPU's MPERF is
-    used only with its own baseline, so migrating costs no accuracy beyond
-    the extra exits and sched-ins (model figures)."""
+    """An unpinned vCPU moved between CPUs every few ms, next to a busy
+    host task, against the same guest pinned, in one boot: each CPU's MPERF
+    is used only with its own baseline.
+
+    A move costs the halted share only the exit, migration and re-entry,
+    which the first interval on the new CPU counts as running.  Under TCG
+    that is 1 to 2 ms per move (measured 1.0 and 2.1 ms); on hardware a
+    few us.  An interval measured against another CPU's baseline would be
+    meaningless and count none of the tick halted: about a whole tick
+    (TICK_MS) lost per move on top of that.  The bound is three
+    quarters of a tick per move (model figures)."""
     script = (
         f'{ENABLE}; taskset -c 1 gh-vmm halt 4 > pinned.txt; '
         '(while :; do :; done) & hog=$!; '
@@ -183,12 +195,15 @@ def test_vcpu_that_migrates_every_few_ms(model: GuestRunner) -> None:
     res = model.run(script)
     vmm = parse_kv(res.output)
     pinned = parse_kv((res.share / 'pinned.txt').read_text())
-    assert int(vmm['moves']) > 200, res.output
+    moves = int(vmm['moves'])
+    assert moves > 100, res.output
     gtime, halted = int(vmm['gtime_ticks']), int(vmm['gtime_halted_ticks'])
     p_share = int(pinned['gtime_halted_ticks']) / int(pinned['gtime_ticks'])
     assert gtime > 200 and halted <= gtime, vmm
     assert p_share >= ONLY_HALTS, pinned
-    assert halted / gtime >= p_share - 0.10, (halted / gtime, p_share, vmm)
+    clk_tck = int(vmm['clk_tck'])
+    lost_ms_per_move = (p_share * gtime - halted) * 1000 / clk_tck / moves
+    assert lost_ms_per_move < 0.75 * TICK_MS, (lost_ms_per_move, halted / gtime, p_share, vmm)
 
 
 def test_nohz_full_busy_time_never_negative(model: GuestRunner) -> None:
