@@ -76,10 +76,14 @@ def main() -> int:
     ap.add_argument('--out', type=Path, default=BUILD / 'demo-halted.png')
     args = ap.parse_args()
 
+    report = perf_halted(args.data).rstrip()
+    # The Source column says how far the figures can be trusted.
+    how = ('mperf: exact counts of what the CPU did' if ' mperf' in report and ' sampled' not in report
+           else 'sampled: estimates, with their standard error in +-pp')
     print('\nThe same run as perf sees it: the selftest recorded with '
           '"perf kvm stat record --event=halted",\nreported with "perf kvm stat halted" '
-          '(QEMU has no APERF/MPERF: sampled, so estimates with their error):')
-    print(perf_halted(args.data).rstrip())
+          f'(source {how}):')
+    print(report)
     series = args.out.with_suffix('.csv')
     series.write_text(perf_halted(args.data, '-x,', '-I', str(args.interval)))
     rel = series.relative_to(TOP) if series.is_relative_to(TOP) else series
