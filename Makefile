@@ -75,6 +75,7 @@ qemu: ## Build build/qemu/qemu-system-x86_64: Debian's QEMU 7.2 + qemu/series (A
 
 test: vm regression-prep ## Run the test suite (pytest, boots the VM under QEMU TCG)
 	@scripts/deps.sh test
+	@scripts/deps.sh plot
 	$(PYTEST) -v -ra $(PYTEST_ARGS) $(TESTS)
 
 demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel reports
