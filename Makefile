@@ -17,13 +17,13 @@ export KSRC JOBS
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test perf selftests \
+.PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test perf perf32 selftests \
 	selftests-all regression-prep initramfs vm qemu \
 	test demo bench bisect-check checkpatch clean distclean plugin fuzz
 
 help: ## List the targets
 	@echo "gtime-halted: make TARGET"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 	@echo "Variables: KSRC=<6.12.y tree>  JOBS=<n>  FORCE=1 (tree)  TESTS=<pytest paths>"
 
@@ -49,6 +49,10 @@ perf: tree ## Build tools/perf from build/linux into build/perf
 	@scripts/deps.sh perf
 	@scripts/build-perf.sh
 
+perf32: tree ## Build a minimal 32-bit (gcc -m32) perf into build/perf32
+	@scripts/deps.sh perf32
+	@scripts/build-perf32.sh
+
 selftests: tree ## Build the KVM selftests in tests/kvm-selftests.list (static)
 	@scripts/deps.sh kernel
 	@scripts/build-selftests.sh
@@ -73,10 +77,10 @@ qemu: ## Build build/qemu/qemu-system-x86_64: Debian's QEMU 7.2 + qemu/series (A
 	@scripts/deps.sh qemu
 	@scripts/build-qemu.sh
 
-test: vm regression-prep ## Run the test suite (pytest, boots the VM under QEMU TCG)
+test: vm regression-prep perf32 ## Run the test suite (pytest, boots the VM under QEMU TCG)
 	@scripts/deps.sh test
 	@scripts/deps.sh plot
-	$(PYTEST) -v -ra $(PYTEST_ARGS) $(TESTS)
+	GH_PERF32=$${GH_PERF32:-$(CURDIR)/build/perf32/perf} $(PYTEST) -v -ra $(PYTEST_ARGS) $(TESTS)
 
 demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel reports
 	@scripts/deps.sh plot
@@ -109,7 +113,7 @@ checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
 	@scripts/checkpatch.sh
 
 clean: ## Remove build outputs but keep build/linux and its commits
-	rm -rf build/kernel build/kernel-base build/bzImage-base build/perf build/selftests \
+	rm -rf build/kernel build/kernel-base build/bzImage-base build/perf build/perf32 build/selftests \
 		build/kernel-debug build/bzImage-debug \
 		build/headers build/headers-obj \
 		build/guest build/initramfs build/initramfs.cpio build/bzImage build/vm-runs

@@ -3,9 +3,10 @@
 #
 #   scripts/deps.sh GROUP...
 #
-# Groups: tree, kernel, perf, vm, test, plot, qemu, all.  As root, missing packages are
-# installed with apt-get (one 'apt-get update' per run).  Without root, the
-# exact apt-get line is printed and the script fails.
+# Groups: tree, kernel, perf, perf32, vm, test, plot, qemu, all.  As root,
+# missing packages are installed with apt-get (one 'apt-get update' per
+# run).  Without root, the exact apt-get line is printed and the script
+# fails.
 set -euo pipefail
 
 # Pinned for reproducible CI; see DESIGN.md section 4.  When this version
@@ -19,6 +20,9 @@ pkgs_for() {
 	# GNU time: perf's own peak RSS (tests, perf-bench).  A child's
 	# ru_maxrss from Python includes the forked interpreter's.
 	perf)	echo "build-essential flex bison libelf-dev libdw-dev libtraceevent-dev pkg-config time" ;;
+	# The 32-bit perf (scripts/build-perf32.sh): gcc -m32 and the i386
+	# libc from gcc-multilib, no foreign architecture.
+	perf32)	echo "build-essential gcc-multilib flex bison" ;;
 	vm)	echo "qemu-system-x86 busybox-static cpio trace-cmd" ;;
 	test)	echo "python3 python3-pytest python3-ply python3-git" ;;
 	plot)	echo "gnuplot-nox" ;;
@@ -26,7 +30,7 @@ pkgs_for() {
 	# what a minimal x86_64-softmmu with virtio-9p needs; firmware comes
 	# from the stock qemu-system-x86 (seabios, ipxe-qemu).
 	qemu)	echo "dpkg-dev build-essential patch xz-utils ccache python3 meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev zlib1g-dev libfdt-dev libcap-ng-dev qemu-system-x86" ;;
-	all)	for g in tree kernel perf vm test plot qemu; do pkgs_for "$g"; done ;;
+	all)	for g in tree kernel perf perf32 vm test plot qemu; do pkgs_for "$g"; done ;;
 	*)	echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
 	esac
 }
