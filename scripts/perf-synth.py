@@ -37,6 +37,7 @@ RECORD_COMM, RECORD_SAMPLE, RECORD_HEADER_BUILD_ID = 3, 9, 67
 HEADER_TRACING_DATA, HEADER_BUILD_ID, HEADER_HOSTNAME, HEADER_OSRELEASE = 1, 2, 3, 4
 HEADER_NRCPUS = 7
 HEADER_CPUID, HEADER_EVENT_DESC, HEADER_CPU_TOPOLOGY = 9, 12, 13
+HEADER_MEM_TOPOLOGY = 22
 ATTR_SIZE = 136
 
 HEADER_PAGE = (b'\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n'
@@ -387,7 +388,24 @@ CRAFTED = {
     'string-without-nul': 'a hostname string that fills its section, with no NUL (overread)',
     'string-len-max': 'a hostname string of length 2^32-1 (malloc(0) on 32-bit before 0005)',
     'cpu-past-topology': 'a sample on CPU 2^31-1 of a 2-CPU topology',
+    'mem-topology': 'a memory topology of two nodes with 200-bit bitmaps '
+                    '(heap overflow on 32-bit before the bitmap fix)',
+    'mem-bitmap-int-max': 'a memory topology bitmap of 2^32+64 bits, with 64 words '
+                          '(heap overflow before the bitmap fix)',
 }
+
+MEM_BLOCK_SIZE = 0x8000000
+
+
+def mem_topology(nodes: list[tuple[int, int, list[int]]]) -> bytes:
+    """HEADER_MEM_TOPOLOGY: version 1, the memory block size, then per node
+    its id, its size (perf reads the bitmap's over it), and its bitmap of
+    memory blocks: the size in bits, then the u64 words."""
+    out = bytearray(struct.pack('<QQQ', 1, MEM_BLOCK_SIZE, len(nodes)))
+    for node, bits, words in nodes:
+        out += struct.pack('<QQQ', node, bits, bits)
+        out += b''.join(struct.pack('<Q', w) for w in words)
+    return bytes(out)
 
 
 def crafted(kind: str) -> bytes:
@@ -444,6 +462,19 @@ def crafted(kind: str) -> bytes:
                 struct.pack('<IIII', 0, 0, 1, 0))
         feats += [(HEADER_NRCPUS, struct.pack('<II', 2, 2)),
                   (HEADER_CPU_TOPOLOGY, topo)]
+    elif kind == 'mem-topology':
+        # Blocks 0-23,32-69 on node 0, 128-199 on node 1: 4 words each,
+        # 32 bytes, where bitmap_zalloc(200) gives 28 on 32-bit.
+        n0 = (1 << 24) - 1 | ((1 << 38) - 1) << 32
+        n1 = ((1 << 72) - 1) << 128
+        feats.append((HEADER_MEM_TOPOLOGY, mem_topology(
+            [(0, 200, [n0 >> (64 * i) & (2**64 - 1) for i in range(4)]),
+             (1, 200, [n1 >> (64 * i) & (2**64 - 1) for i in range(4)])])))
+    elif kind == 'mem-bitmap-int-max':
+        # bitmap_zalloc() takes an int: 2^32+64 bits allocated 64 bits, 8
+        # bytes, and every word of the rest of the file was read into it.
+        feats.append((HEADER_MEM_TOPOLOGY, mem_topology(
+            [(0, 2**32 + 64, [0x4141414141414141] * 64)])))
     else:
         raise ValueError(kind)
     return assemble([(attr(), [1])], data, feats)
