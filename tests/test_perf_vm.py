@@ -59,8 +59,15 @@ KVM_HALTED_TEST_WORKLOAD="gh-vmm halt 2" sh /tests/perf-kvm-stat-halted.sh > she
 echo shell_rc=$?
 gh-vmm halt 12 > /dev/null &
 sleep 1
-timeout -s INT 8 perf kvm stat live --event=halted -a -I 500 -x, > live.csv 2> live.err
+timeout -s INT -k 10 8 perf kvm stat live --event=halted -a -I 500 -x, > live.csv 2> live.err < /dev/null
 echo live_rc=$?
+wait
+gh-vmm halt 9 > /dev/null &
+sleep 1
+r=; for i in 1 2 3 4 5; do
+  timeout -s INT -k 3 1 perf kvm stat live --event=halted -a > /dev/null 2>&1 < /dev/null; r="$r$?,"
+done
+echo live_stop_rcs=$r
 wait
 '''
 
@@ -211,15 +218,30 @@ def test_perf_shell_test_passes(run) -> None:
 
 
 def test_live_interval(run) -> None:
+    """Live, -I 500 as CSV, stopped by SIGINT after 8 s with stdin at its
+    end (/dev/null): a normal end, exit status 0, the last interval
+    reported partial with its true end."""
     text = (run.share / 'live.csv').read_text()
     lines = text.splitlines()
     assert lines and lines[0].startswith('# time,row,pid'), \
         text + (run.share / 'live.err').read_text()
+    assert parse_kv(run.output)['live_rc'] == '0', text + (run.share / 'live.err').read_text()
     rows = csv_rows(text)
     assert len(rows) >= 2 and all(r['row'] == 'vcpu' for r in rows), text
     assert all(r['comm'] == 'gh-vmm' for r in rows), text
     # The guest only halts.
     assert all(float(r['halted_pct']) >= 80 for r in rows), text
+    # Stopped at 8 s: no interval ends after that (the VMM runs 11 s more).
+    assert 7 <= float(rows[-1]['time']) < 9, text
+
+
+def test_live_stops_on_sigint_whatever_stdin_holds(run) -> None:
+    """SIGINT at any point of live mode's loop stops it, with stdin at its
+    end: five runs of 1 s, each must exit 0 by itself (was: the loop's
+    read of stdin overwrote the signal's stop, so perf spun until killed,
+    137, or exited 1 without its last report)."""
+    rcs = parse_kv(run.output)['live_stop_rcs'].rstrip(',').split(',')
+    assert rcs == ['0'] * 5, rcs
 
 
 def test_kernel_without_the_feature() -> None:
