@@ -21,7 +21,8 @@ PER_TEST_TIMEOUT = 30
 RC_SKIP = 4
 
 
-def run_suite(kernel: Path, name: str, tests: list[str] | None = None) -> dict[str, int]:
+def run_suite(kernel: Path, name: str, tests: list[str] | None = None,
+              per_test: int = PER_TEST_TIMEOUT) -> dict[str, int]:
     if not kernel.exists() or not ALL_LIST.exists():
         pytest.fail(f'{kernel.name} or the selftest list is missing: run "make regression-prep"')
     tests = tests or ALL_LIST.read_text().split()
@@ -33,8 +34,8 @@ def run_suite(kernel: Path, name: str, tests: list[str] | None = None) -> dict[s
         os.link(SELFTESTS / t, dst)
     (share / 'tests.list').write_text('\n'.join(tests) + '\n')
     vm = vmrun.VM(vmrun.VMConfig(kernel=kernel))
-    res = vm.run(f'gh-run-selftests {PER_TEST_TIMEOUT} < tests.list',
-                 share=share, timeout=len(tests) * (PER_TEST_TIMEOUT + 5) + 120)
+    res = vm.run(f'gh-run-selftests {per_test} < tests.list',
+                 share=share, timeout=len(tests) * (per_test + 5) + 120)
     if res.hung or res.panicked or res.rc != 0:
         pytest.fail(f'selftest run on {kernel.name}: {res.describe()}', pytrace=False)
     results = {t: int(rc) for t, rc in
@@ -62,11 +63,15 @@ def test_no_selftest_regresses(base_results: dict[str, int],
     assert len(passed_base) >= 30, base_results
     failed = sorted(t for t in passed_base if patched_results[t] != 0)
     # Some selftests are flaky under TCG: a test counts as a regression only
-    # if it also fails both reruns on the patched kernel.
+    # if it also fails both reruns on the patched kernel.  Some take close
+    # to the time limit under TCG on either kernel (kvm_page_table_test:
+    # 29.1 s on the base, killed at 30 s on the patched kernel, and the
+    # other way round in another run): the reruns get twice the time, so
+    # a hang or a slowdown of more than twice still fails.
     for attempt in ('rerun1', 'rerun2'):
         if not failed:
             break
-        rerun = run_suite(BUILD / 'bzImage', attempt, failed)
+        rerun = run_suite(BUILD / 'bzImage', attempt, failed, 2 * PER_TEST_TIMEOUT)
         failed = [t for t in failed if rerun[t] != 0]
     assert not failed, 'pass on the base, fail on the patched kernel 3 times: ' + ', '.join(failed)
 
