@@ -19,7 +19,7 @@ export KSRC JOBS
 
 .PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test perf perf32 selftests \
 	selftests-all regression-prep initramfs vm qemu \
-	test demo bench bisect-check checkpatch clean distclean plugin fuzz
+	test demo bench bisect-check checkpatch clean distclean plugin fuzz fuzz32
 
 help: ## List the targets
 	@echo "gtime-halted: make TARGET"
@@ -94,6 +94,10 @@ bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter rea
 
 fuzz: vm ## Fuzz every perf kvm stat class and perf script (ASan+UBSan perf) with 1000 mutated recordings
 	@$(PYTHON) scripts/fuzz-perf-kvm-stat.py
+
+fuzz32: tree ## Fuzz a 32-bit ASan+UBSan perf (header, report, script) with 1000 mutated recordings
+	@scripts/deps.sh perf32
+	@$(PYTHON) scripts/fuzz-perf-kvm-stat.py --bits 32
 
 kernel-debug: tree ## Build build/bzImage-debug: the test kernel with lockdep, KASAN, UBSAN
 	@scripts/deps.sh kernel

@@ -3,11 +3,19 @@
 # build/perf32, for the tests of length checks that only wrap on 32-bit.
 # It is a minimal perf: no libelf, libtraceevent or any other library,
 # enough for 'perf report --header-only'.
+#
+# For the sanitizer build of scripts/fuzz-perf-kvm-stat.py --bits 32:
+#   PERF32_OUT      where to build (default build/perf32)
+#   PERF32_CFLAGS   added to the compiler's flags (EXTRA_CFLAGS)
+#   PERF32_LDFLAGS  the linker's flags (LDFLAGS)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
-out="$build/perf32"
+out="${PERF32_OUT:-$build/perf32}"
+extra=()
+[ -n "${PERF32_CFLAGS:-}" ] && extra+=("EXTRA_CFLAGS=$PERF32_CFLAGS")
+[ -n "${PERF32_LDFLAGS:-}" ] && extra+=("LDFLAGS=$PERF32_LDFLAGS")
 
 [ -d "$tree/tools/perf" ] || die "build/linux is missing; run 'make tree'"
 # gcc-multilib brings the 32-bit libc and libgcc (libc6-dev-i386, lib32gcc).
@@ -16,7 +24,7 @@ echo 'int main(void) { return 0; }' |
 	die "gcc -m32 cannot link a program; install gcc-multilib (scripts/deps.sh perf32)"
 mkdir -p "$out"
 
-echo "perf32: building tools/perf (gcc -m32) with $jobs jobs"
+echo "perf32: building tools/perf (gcc -m32${PERF32_CFLAGS:+ $PERF32_CFLAGS}) into ${out#"$top"/} with $jobs jobs"
 # -m32 goes in CC, so that tools/scripts/Makefile.arch (__LP64__) and the
 # feature checks see a 32-bit compiler; ld -r needs to be told too.
 # Every library is switched off: Debian 12 has no 32-bit -dev packages
@@ -27,11 +35,12 @@ make -s -C "$tree/tools/perf" O="$out" CC="$cc -m32" LD="ld -m elf_i386" -j"$job
 	NO_LIBBABELTRACE=1 NO_JVMTI=1 NO_SDT=1 NO_LIBCAP=1 NO_LIBBPF=1 \
 	BUILD_BPF_SKEL=0 NO_LIBPFM4=1 NO_LIBCRYPTO=1 NO_LIBLLVM=1 NO_ZLIB=1 \
 	NO_LZMA=1 NO_LIBZSTD=1 NO_LIBAUDIT=1 NO_DEMANGLE=1 NO_CAPSTONE=1 \
-	NO_LIBDEBUGINFOD=1 NO_JEVENTS=1 WERROR=0 >"$out/build.log" 2>&1 || {
+	NO_LIBDEBUGINFOD=1 NO_JEVENTS=1 WERROR=0 ${extra[@]+"${extra[@]}"} \
+	>"$out/build.log" 2>&1 || {
 		tail -40 "$out/build.log" >&2
 		die "32-bit perf build failed; full log in $out/build.log"
 	}
 # EI_CLASS, byte 4 of the ELF header: 1 is ELFCLASS32.
 [ "$(od -An -tx1 -j4 -N1 "$out/perf" | tr -d ' ')" = 01 ] ||
-	die "build/perf32/perf is not a 32-bit ELF executable"
-echo "perf32: build/perf32/perf ($("$out/perf" version))"
+	die "${out#"$top"/}/perf is not a 32-bit ELF executable"
+echo "perf32: ${out#"$top"/}/perf ($("$out/perf" version))"

@@ -12,7 +12,9 @@ COMM record per VMM.  The format is the kernel's (events/guest_halted.format).
 
 Each interval is 4 ms of guest time (HZ=250); with the sampled source an
 interval is either halted or not, with the mperf source it is partly halted.
-The sums it wrote are printed as key=value lines.
+The sums it wrote are printed as key=value lines.  --full-header adds every
+feature section perf reads without a library (build-ids, topologies,
+caches, PMU capabilities, memory bitmaps; header_features()).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ HEADER_TRACING_DATA, HEADER_BUILD_ID, HEADER_HOSTNAME, HEADER_OSRELEASE = 1, 2, 
 HEADER_NRCPUS = 7
 HEADER_CPUID, HEADER_EVENT_DESC, HEADER_CPU_TOPOLOGY = 9, 12, 13
 HEADER_MEM_TOPOLOGY = 22
+HEADER_VERSION, HEADER_ARCH, HEADER_CPUDESC = 5, 6, 8
+HEADER_TOTAL_MEM, HEADER_CMDLINE, HEADER_NUMA_TOPOLOGY = 10, 11, 14
+HEADER_PMU_MAPPINGS, HEADER_GROUP_DESC, HEADER_CACHE, HEADER_SAMPLE_TIME = 16, 17, 20, 21
+HEADER_CLOCKID, HEADER_CPU_PMU_CAPS, HEADER_CLOCK_DATA = 23, 28, 29
+HEADER_HYBRID_TOPOLOGY, HEADER_PMU_CAPS = 30, 31
+BUILD_ID_MISC_SIZE = 1 << 15
 ATTR_SIZE = 136
 
 HEADER_PAGE = (b'\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n'
@@ -408,6 +416,95 @@ def mem_topology(nodes: list[tuple[int, int, list[int]]]) -> bytes:
     return bytes(out)
 
 
+def build_id_record(misc: int, pid: int, build_id: bytes, name: str) -> bytes:
+    """A HEADER_BUILD_ID entry: a build-id record of `build_id` (20 bytes,
+    its size in the record) for the file `name`, padded to 64 bytes."""
+    n = name.encode() + b'\0'
+    n += bytes(-len(n) % 64)
+    body = struct.pack('<i', pid) + build_id + struct.pack('<BBH', len(build_id), 0, 0) + n
+    return struct.pack('<IHH', RECORD_HEADER_BUILD_ID, misc | BUILD_ID_MISC_SIZE,
+                       8 + len(body)) + body
+
+
+def header_features() -> list[tuple[int, bytes]]:
+    """Every feature section a 'perf record' of a 4-CPU x86_64 host writes
+    that perf reads without a library, with the counts, sizes and strings
+    its header parser works on: build-ids, strings, command line, NUMA,
+    cache and hybrid topology, PMU mappings and capabilities, a group, the
+    sample times, the clock, the memory topology's bitmaps.  They go with
+    a recording's own (HEADER_TRACING_DATA, HEADER_CPUID, ...), see
+    add_features(); for the tests of the header parser, and the 32-bit
+    fuzzing (scripts/fuzz-perf-kvm-stat.py --bits 32)."""
+    def strings(*ss: str) -> bytes:
+        return b''.join(feature_string(s) for s in ss)
+    u32 = lambda *v: struct.pack(f'<{len(v)}I', *v)             # noqa: E731
+    u64 = lambda *v: struct.pack(f'<{len(v)}Q', *v)             # noqa: E731
+    n0 = (1 << 24) - 1 | ((1 << 38) - 1) << 32
+    n1 = ((1 << 72) - 1) << 128
+    return [
+        (HEADER_BUILD_ID, build_id_record(1, -1, bytes(range(1, 21)), '[kernel.kallsyms]') +
+         build_id_record(1, -1, bytes(range(21, 41)),
+                         '/lib/modules/6.12.117/kernel/arch/x86/kvm/kvm.ko') +
+         build_id_record(2, 3000, bytes(range(41, 61)), '/usr/bin/qemu-system-x86_64')),
+        (HEADER_HOSTNAME, feature_string('host')),
+        (HEADER_OSRELEASE, feature_string('6.12.117')),
+        (HEADER_VERSION, feature_string('6.12.117')),
+        (HEADER_ARCH, feature_string('x86_64')),
+        (HEADER_NRCPUS, u32(4, 4)),
+        (HEADER_CPUDESC, feature_string('Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz')),
+        (HEADER_TOTAL_MEM, u64(24 << 20)),
+        (HEADER_CMDLINE, u32(6) + strings('perf', 'kvm', 'stat', 'record', '-a', 'sleep')),
+        (HEADER_CPU_TOPOLOGY, u32(1) + strings('0-3') + u32(4) + strings('0', '1', '2', '3') +
+         u32(0, 0, 1, 0, 2, 0, 3, 0) + u32(1) + strings('0-3') + u32(0, 0, 0, 0)),
+        (HEADER_NUMA_TOPOLOGY, u32(2) + u32(0) + u64(12 << 20, 6 << 20) + strings('0-1') +
+         u32(1) + u64(12 << 20, 7 << 20) + strings('2-3')),
+        (HEADER_PMU_MAPPINGS, u32(4) + u32(4) + strings('cpu') + u32(1) + strings('software') +
+         u32(2) + strings('tracepoint') + u32(10) + strings('msr')),
+        (HEADER_GROUP_DESC, u32(1) + strings('{anon_group}') + u32(0, 1)),
+        (HEADER_CACHE, u32(1, 3) +
+         u32(1, 64, 64, 8) + strings('Data', '32K', '0') +
+         u32(1, 64, 64, 8) + strings('Instruction', '32K', '0') +
+         u32(2, 64, 1024, 16) + strings('Unified', '1024K', '0-3')),
+        (HEADER_SAMPLE_TIME, u64(1_000_000_000, 1_300_000_000)),
+        (HEADER_MEM_TOPOLOGY, mem_topology(
+            [(0, 200, [n0 >> (64 * i) & (2**64 - 1) for i in range(4)]),
+             (1, 200, [n1 >> (64 * i) & (2**64 - 1) for i in range(4)])])),
+        (HEADER_CLOCKID, u64(1)),
+        (HEADER_CPU_PMU_CAPS, u32(2) + strings('branches', '32', 'max_precise', '3')),
+        # A TOD of 1.5 s: a real one (about 1.7e9 s) overflows the 32-bit
+        # long of print_clock_data() (tv_sec * NSEC_PER_SEC), so the seed
+        # would not read cleanly on the 32-bit UBSan perf.
+        (HEADER_CLOCK_DATA, u32(1, 1) + u64(1_500_000_000, 1_000_000_000)),
+        (HEADER_HYBRID_TOPOLOGY, u32(2) + strings('cpu_core', '0-1', 'cpu_atom', '2-3')),
+        (HEADER_PMU_CAPS, u32(2) +
+         u32(2) + strings('branches', '32', 'max_precise', '3') + strings('cpu_core') +
+         u32(1) + strings('branches', '32') + strings('cpu_atom')),
+    ]
+
+
+def add_features(blob: bytes, feats: list[tuple[int, bytes]]) -> bytes:
+    """The perf.data file `blob`, whose feature sections follow its data
+    (as 'perf record' and assemble() write them), with the sections
+    `feats` (bit, contents) added, or put in place of its own."""
+    data_off, data_size = struct.unpack_from('<QQ', blob, 40)
+    bitmap = int.from_bytes(blob[72:104], 'little')
+    table = data_off + data_size
+    have = {}
+    for i, bit in enumerate(b for b in range(256) if bitmap >> b & 1):
+        off, size = struct.unpack_from('<QQ', blob, table + 16 * i)
+        have[bit] = blob[off:off + size]
+    have.update(feats)
+    out = bytearray(blob[:table])
+    new_bitmap = sum(1 << bit for bit in have)
+    out[72:104] = new_bitmap.to_bytes(32, 'little')
+    off = table + 16 * len(have)
+    payload = bytearray()
+    for bit in sorted(have):
+        out += struct.pack('<QQ', off + len(payload), len(have[bit]))
+        payload += have[bit]
+    return bytes(out + payload)
+
+
 def crafted(kind: str) -> bytes:
     """The crafted file `kind` (a key of CRAFTED), made from a recording of
     one VM with one vCPU and 4 intervals of kvm:guest_halted."""
@@ -497,6 +594,9 @@ def main() -> int:
     ap.add_argument('--kvm', type=Path, metavar='FORMATS_DIR',
                     help='write a recording of every kvm stat class instead, with the '
                     'format files of DIR/kvm_*/format (/sys/kernel/tracing/events/kvm)')
+    ap.add_argument('--full-header', action='store_true',
+                    help='add every feature section perf reads without a library '
+                    '(build-ids, topologies, caches, PMU caps, memory bitmaps...)')
     ap.add_argument('--print-fmt', type=Path, metavar='TREE',
                     help="print the kernel's 'print fmt:' line of kvm:guest_halted from TREE")
     ap.add_argument('--crafted', choices=sorted(CRAFTED),
@@ -509,12 +609,13 @@ def main() -> int:
     if args.crafted:
         args.out.write_bytes(crafted(args.crafted))
         return 0
+    full = header_features() if args.full_header else None
     if args.kvm:
-        args.out.write_bytes(kvm_recording({n: (args.kvm / n / 'format').read_text()
-                                            for n in KVM_EVENTS}))
+        blob = kvm_recording({n: (args.kvm / n / 'format').read_text() for n in KVM_EVENTS})
+        args.out.write_bytes(add_features(blob, full) if full else blob)
         return 0
     blob, sums = build(args.vm, args.seed, event=args.event, software=args.software)
-    args.out.write_bytes(blob)
+    args.out.write_bytes(add_features(blob, full) if full else blob)
     for k, v in sorted(sums.items()):
         print(f'{k}={v}')
     return 0
