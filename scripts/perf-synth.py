@@ -400,6 +400,8 @@ CRAFTED = {
                     '(heap overflow on 32-bit before the bitmap fix)',
     'mem-bitmap-int-max': 'a memory topology bitmap of 2^32+64 bits, with 64 words '
                           '(heap overflow before the bitmap fix)',
+    'attr-size-small': 'an attr whose size is 8, below the first ABI\'s 64 '
+                       '(stack overflow on 32-bit before the attr size fix)',
 }
 
 MEM_BLOCK_SIZE = 0x8000000
@@ -572,6 +574,13 @@ def crafted(kind: str) -> bytes:
         # bytes, and every word of the rest of the file was read into it.
         feats.append((HEADER_MEM_TOPOLOGY, mem_topology(
             [(0, 2**32 + 64, [0x4141414141414141] * 64)])))
+    elif kind == 'attr-size-small':
+        # read_attr() read size - 64 more bytes: that wraps, and the rest
+        # of the file went over the attr on the stack (on 64-bit, read()
+        # refused the count).  The file's tail gives it plenty to read.
+        a = attr()
+        feats.append((HEADER_OSRELEASE, feature_string('6.12') + b'Z' * 65536))
+        return assemble([(a[:4] + struct.pack('<I', 8) + a[8:], [1])], data, feats)
     else:
         raise ValueError(kind)
     return assemble([(attr(), [1])], data, feats)

@@ -488,6 +488,18 @@ def test_string_of_length_u32_max_is_refused(tmp_path, perf_bin: Path, bits: int
 
 
 @pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+def test_attr_size_below_the_first_abi_is_refused(tmp_path, perf_bin: Path, bits: int) -> None:
+    """An attr whose size field says 8: read_attr() read size - 64 more
+    bytes, which wraps (was, on 32-bit: the rest of the file read over the
+    attr on the stack, and a crash; on 64-bit read() refused the count).
+    The file is refused, with perf's error, and nothing crashes."""
+    res = header_only(perf_bin, bits, crafted(tmp_path, 'attr-size-small'))
+    sane(res)
+    assert res.returncode != 0 and 'incompatible file format' in res.stderr, \
+        (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
 def test_memory_topology_is_read_whole(tmp_path, perf_bin: Path, bits: int) -> None:
     """The memory topology every recording has, two nodes of 200-bit
     bitmaps: each is 4 u64 words in the file, which bitmap_zalloc(200)
