@@ -13,6 +13,16 @@
  *                           without returning to user space (one KVM_RUN)
  *   gh-vmm halt SECONDS     run a guest that halts with HLT passed through
  *                           (KVM_CAP_X86_DISABLE_EXITS) for SECONDS
+ *   gh-vmm spoof SECONDS hlt|mwait accessed|unaccessed|evicted
+ *                           run a guest that never halts but busy-loops on
+ *                           code right after the bytes of HLT (F4) or MWAIT
+ *                           (0F 01 C9), with that instruction passed
+ *                           through, in 32-bit paging.  The page holding
+ *                           those bytes is one the guest never touches
+ *                           again: its PTE's Accessed bit set, or clear,
+ *                           or the page dropped from the host (evicted).
+ *                           Prints whether the Accessed bit and the page
+ *                           are still so afterwards.
  *
  * Results are printed as "key=value" lines so tests can parse them.
  */
@@ -99,11 +109,13 @@ static void vm_create(struct vm *v, const uint8_t *code, size_t len,
 			die("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS)");
 	}
 
+	/* Private, so that a page mapped afresh is not in the page cache. */
 	v->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (v->mem == MAP_FAILED)
 		die("mmap guest memory");
-	memcpy(v->mem, code, len);
+	if (len)
+		memcpy(v->mem, code, len);
 	region = (struct kvm_userspace_memory_region) {
 		.slot = 0,
 		.guest_phys_addr = 0,
@@ -385,6 +397,138 @@ static int cmd_halt(double seconds)
 	return 0;
 }
 
+/*
+ * The spoofer's memory: a page directory and a page table that map the
+ * first 64 KiB one to one, a page that ends in the forged instruction,
+ * and the loop at the start of the next page, so that every interrupt
+ * that finds the guest in its loop finds the forged bytes before RIP.
+ */
+#define SPOOF_PD	0x1000
+#define SPOOF_PT	0x2000
+#define SPOOF_BAIT	0x4000
+#define SPOOF_LOOP	0x5000
+#define PTE_P		0x01
+#define PTE_RW		0x02
+#define PTE_A		0x20
+
+static void spoof_sregs(struct vm *v)
+{
+	struct kvm_segment seg = {
+		.base = 0, .limit = 0xffffffff, .present = 1, .s = 1, .db = 1,
+		.g = 1,
+	};
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(v->vcpu, KVM_GET_SREGS, &sregs))
+		die("KVM_GET_SREGS");
+	seg.type = 0xb;			/* code, execute/read, accessed */
+	seg.selector = 0x8;
+	sregs.cs = seg;
+	seg.type = 0x3;			/* data, read/write, accessed */
+	seg.selector = 0x10;
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg;
+	sregs.cr3 = SPOOF_PD;
+	sregs.cr4 = 0;			/* two-level paging, 4 KiB pages */
+	sregs.efer = 0;
+	sregs.cr0 = 0x80000011;		/* PG, ET, PE */
+	if (ioctl(v->vcpu, KVM_SET_SREGS, &sregs))
+		die("KVM_SET_SREGS");
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = SPOOF_LOOP;
+	regs.rflags = 0x2;		/* IF clear: only the host interrupts */
+	if (ioctl(v->vcpu, KVM_SET_REGS, &regs))
+		die("KVM_SET_REGS");
+}
+
+static int cmd_spoof(double seconds, const char *insn, const char *bait)
+{
+	static const uint8_t hlt[] = { 0xf4 }, mwait[] = { 0x0f, 0x01, 0xc9 };
+	static const uint8_t loop[] = { 0xeb, 0xfe };	/* 1: jmp 1b */
+	unsigned long u0 = 0, s0 = 0, g0 = 0, u1 = 0, s1 = 0, g1 = 0;
+	struct sigaction sa = { .sa_handler = on_alarm };
+	struct itimerval it = { 0 };
+	uint64_t disable_exits = KVM_X86_DISABLE_EXITS_HLT;
+	const uint8_t *code = hlt;
+	size_t len = sizeof(hlt);
+	uint32_t *pt, *bait_pte;
+	unsigned char resident;
+	long hz = sysconf(_SC_CLK_TCK), h0, h1;
+	double t0, t1;
+	struct vm v;
+	int i;
+
+	if (!strcmp(insn, "mwait")) {
+		disable_exits = KVM_X86_DISABLE_EXITS_MWAIT;
+		code = mwait;
+		len = sizeof(mwait);
+	} else if (strcmp(insn, "hlt")) {
+		fprintf(stderr, "gh-vmm: spoof: instruction is hlt or mwait\n");
+		return 2;
+	}
+	if (strcmp(bait, "accessed") && strcmp(bait, "unaccessed") &&
+	    strcmp(bait, "evicted")) {
+		fprintf(stderr, "gh-vmm: spoof: bait page is accessed, unaccessed or evicted\n");
+		return 2;
+	}
+
+	vm_create(&v, NULL, 0, disable_exits);
+	*(uint32_t *)(v.mem + SPOOF_PD) = SPOOF_PT | PTE_A | PTE_RW | PTE_P;
+	pt = (uint32_t *)(v.mem + SPOOF_PT);
+	for (i = 0; i < GUEST_MEM_SIZE >> 12; i++)
+		pt[i] = i << 12 | PTE_A | PTE_RW | PTE_P;
+	bait_pte = &pt[SPOOF_BAIT >> 12];
+	if (!strcmp(bait, "unaccessed"))
+		*bait_pte &= ~PTE_A;
+	memset(v.mem + SPOOF_BAIT, 0x90, 0x1000);	/* NOPs */
+	memcpy(v.mem + SPOOF_LOOP - len, code, len);
+	memcpy(v.mem + SPOOF_LOOP, loop, sizeof(loop));
+	spoof_sregs(&v);
+	/* A fresh mapping in its place: the page is gone until faulted in. */
+	if (!strcmp(bait, "evicted") &&
+	    mmap(v.mem + SPOOF_BAIT, 0x1000, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+		die("mmap(MAP_FIXED) over the bait page");
+
+	sigaction(SIGALRM, &sa, NULL);
+	it.it_value.tv_sec = (long)seconds;
+	it.it_value.tv_usec = (long)((seconds - (long)seconds) * 1e6);
+	if (read_task_stat(&u0, &s0, &g0, &h0))
+		die("read /proc/self/task/<tid>/stat");
+	t0 = now();
+	setitimer(ITIMER_REAL, &it, NULL);
+	for (;;) {
+		int r = ioctl(v.vcpu, KVM_RUN, 0);
+
+		if (r && errno == EINTR)
+			break;
+		if (r)
+			die("KVM_RUN");
+		if (v.run->exit_reason == KVM_EXIT_INTR)
+			break;
+		fprintf(stderr, "gh-vmm: spoof: unexpected exit reason %u\n",
+			v.run->exit_reason);
+		return 1;
+	}
+	t1 = now();
+	if (read_task_stat(&u1, &s1, &g1, &h1))
+		die("read /proc/self/task/<tid>/stat");
+	if (mincore(v.mem + SPOOF_BAIT, 0x1000, &resident))
+		die("mincore");
+
+	printf("tid=%ld\n", (long)syscall(SYS_gettid));
+	printf("wall_s=%.3f\n", t1 - t0);
+	printf("clk_tck=%ld\n", hz);
+	printf("gtime_ticks=%lu\n", g1 - g0);
+	printf("gtime_halted_ticks=%ld\n", h1 >= 0 ? h1 - h0 : -1);
+	printf("stat_guest_halted_ns=%lld\n", read_vcpu_stat(&v, "guest_halted_ns"));
+	printf("stat_guest_halted_estimate_ns=%lld\n",
+	       read_vcpu_stat(&v, "guest_halted_estimate_ns"));
+	printf("bait_pte_accessed=%d\n", !!(*bait_pte & PTE_A));
+	printf("bait_resident=%d\n", resident & 1);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -396,6 +540,9 @@ int main(int argc, char **argv)
 				  argc == 4 && !strcmp(argv[3], "passthrough"));
 	if (argc == 3 && !strcmp(argv[1], "halt"))
 		return cmd_halt(strtod(argv[2], NULL));
-	fprintf(stderr, "usage: gh-vmm exits|kexits N [passthrough] | gh-vmm halt SECONDS\n");
+	if (argc == 5 && !strcmp(argv[1], "spoof"))
+		return cmd_spoof(strtod(argv[2], NULL), argv[3], argv[4]);
+	fprintf(stderr, "usage: gh-vmm exits|kexits N [passthrough] | gh-vmm halt SECONDS\n"
+		"       gh-vmm spoof SECONDS hlt|mwait accessed|unaccessed|evicted\n");
 	return 2;
 }
