@@ -21,14 +21,15 @@ mkdir -p "$out"
 
 # Every x86_64 KVM selftest of the tree, less the perf and stress tests
 # (long-running benchmarks, not pass/fail checks) and the series' own
-# guest_halted_test, which has its own harness test, and
-# guest_halted_lb_test, a benchmark that scripts/lb-bench.py runs.
+# guest_halted_test and guest_halted_nested_test, which have their own
+# harness tests, and guest_halted_lb_test, a benchmark that
+# scripts/lb-bench.py runs.
 all_tests() {
 	printf 'gh-print-progs:\n\t@echo $(TEST_GEN_PROGS_x86_64)\n' |
 		make -s -C "$tree/tools/testing/selftests/kvm" -f Makefile -f - \
 			gh-print-progs | tr ' ' '\n' |
 		grep -v -e '_perf_test$' -e 'stress' -e '/guest_halted_test$' \
-			-e '/guest_halted_lb_test$' |
+			-e '/guest_halted_lb_test$' -e '/guest_halted_nested_test$' |
 		sed '/^$/d'
 }
 

@@ -422,3 +422,22 @@ def test_sampled_switched_on_while_a_vcpu_runs_alone_on_its_cpu(stock: GuestRunn
     2 s lost after the switch-on), so it is not held to this
     test's 3-tick bound (test_mperf.py tests it on nohz_full)."""
     _switched_on_and_off(stock, 'nohz_full=2-3')
+
+
+def test_nested_guest_halts_count_under_every_source(any_platform: GuestRunner) -> None:
+    """One rule for L2 halts: a vCPU whose L2 guest halts, with HLT passed
+    through by L1 and by the host, halts the CPU, and each source counts it
+    as halted (x86_64/guest_halted_nested_test, SVM).  L2 halts with
+    interrupts off until 1000 host interrupts have ended its HLTs.
+    Measured: sampled 100%, mperf 94% (the model counts the exits as
+    running).  With accounting off nothing is halted."""
+    res = any_platform.run(f'{ENABLE}; /selftests/guest_halted_nested_test -t 0.7; '
+                           f'echo "@@off"; echo 0 > {PARAMS}/guest_halted; '
+                           '/selftests/guest_halted_nested_test -n 300')
+    on, off = res.output.split('@@off')
+    kv_on, kv_off = parse_kv(on), parse_kv(off)
+    assert kv_on.get('source') == PLATFORM_SOURCE[any_platform.platform], res.output
+    gtime, halted = int(kv_on['gtime_ticks']), int(kv_on['gtime_halted_ticks'])
+    assert gtime >= 50 and 0.7 * gtime <= halted <= gtime, kv_on
+    assert kv_off.get('source') == 'off' and int(kv_off['gtime_halted_ticks']) == 0, kv_off
+    assert int(kv_off['gtime_ticks']) >= 20, kv_off
