@@ -237,10 +237,21 @@ def test_nohz_full_accounts_halted_within_gtime(guest: GuestRunner) -> None:
     assert 0.8 * gtime <= halted <= gtime, vmm
 
 
-def test_busy_time_never_negative_per_second(guest: GuestRunner) -> None:
+# How far gtime - gtime_halted may go down between two reads, in /proc's
+# clock ticks (10 ms), per source (Documentation/admin-guide.md): mperf at
+# the host tick credits both at once, so by the one tick /proc rounds to;
+# sampled by the halted part of the guest time since the last sample, whose
+# intervals are exponential with a mean of one host tick (4 ms): more than
+# 30 ms (7.5 means) has a probability of 0.06% per read, plus the rounding.
+BUSY_DROP_TICKS = {'mperf': 1, 'sampled': 4}
+
+
+def test_busy_time_never_negative_per_second(any_platform: GuestRunner) -> None:
     """Over consecutive 1 s windows of a running VM, gtime - gtime_halted
-    never goes down by more than a tick, as a tool computing busy time per
-    interval would see it."""
+    goes down by no more than the source's bound, as a tool computing busy
+    time per interval would see it, and gtime_halted <= gtime at every
+    read."""
+    guest = any_platform
     res = guest.run(f'{ENABLE}; /selftests/guest_halted_test -p 3700 > st.txt 2>&1 & '
                     'sleep 1; tid=$(ls /proc/$!/task | sort -n | head -1); '
                     'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do '
@@ -250,8 +261,9 @@ def test_busy_time_never_negative_per_second(guest: GuestRunner) -> None:
             if re.match(r'^w \d+ \d+$', ln)]
     assert len(rows) >= 8, res.output
     assert rows[-1][0] - rows[0][0] > 500 and rows[-1][1] > rows[0][1], rows
+    drop = BUSY_DROP_TICKS[PLATFORM_SOURCE[guest.platform]]
     for (g0, h0), (g1, h1) in zip(rows, rows[1:]):
-        assert (g1 - g0) - (h1 - h0) >= -1, rows
+        assert (g1 - g0) - (h1 - h0) >= -drop, rows
         assert h1 <= g1, rows
 
 
