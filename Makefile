@@ -17,7 +17,8 @@ export KSRC JOBS
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test perf perf32 selftests \
+.PHONY: help deps tree export-series kernel kernel-base kernel-debug debug-test kernel-kcsan kcsan-test \
+	perf perf32 selftests \
 	selftests-all regression-prep initramfs vm qemu \
 	test demo bench bisect-check checkpatch clean distclean plugin fuzz fuzz32
 
@@ -109,6 +110,17 @@ debug-test: kernel-debug initramfs ## Run the VM tests on the debug kernel; any 
 		$(PYTEST) -v -ra -k 'not ground_truth and not polls' $(PYTEST_ARGS) \
 		tests/test_guest_halted.py tests/test_vm.py
 
+kernel-kcsan: tree ## Build build/bzImage-kcsan: the test kernel with KCSAN
+	@scripts/deps.sh kernel
+	@scripts/build-kernel.sh --kcsan
+
+kcsan-test: kernel-kcsan initramfs ## Run the VM tests on the KCSAN kernel; a data race in the series' code fails
+	@scripts/deps.sh test
+	GH_KERNEL=$(CURDIR)/build/bzImage-kcsan GH_KCSAN_CHECK=1 \
+		$(PYTEST) -v -ra -k 'not ground_truth and not polls and not proc_stat_field_53' \
+		$(PYTEST_ARGS) \
+		tests/test_guest_halted.py tests/test_spoof.py tests/test_sched_halted.py
+
 bisect-check: kernel ## Build vmlinux at every patch of the series (slow)
 	@scripts/bisect-check.sh
 
@@ -118,7 +130,7 @@ checkpatch: tree ## Run checkpatch.pl --strict on every patch of the series
 
 clean: ## Remove build outputs but keep build/linux and its commits
 	rm -rf build/kernel build/kernel-base build/bzImage-base build/perf build/perf32 build/selftests \
-		build/kernel-debug build/bzImage-debug \
+		build/kernel-debug build/bzImage-debug build/kernel-kcsan build/bzImage-kcsan \
 		build/headers build/headers-obj \
 		build/guest build/initramfs build/initramfs.cpio build/bzImage build/vm-runs
 

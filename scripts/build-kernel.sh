@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test kernel from build/linux into build/kernel (O=).
 #
-#   scripts/build-kernel.sh [--base | --debug]
+#   scripts/build-kernel.sh [--base | --debug | --kcsan]
 #
 # --base builds the unpatched base (tag gtime-base, checked out as a git
 # worktree in build/linux-base) with the same config into build/kernel-base
@@ -10,6 +10,8 @@
 # --debug builds the patched tree with kernel/configs/debug/*.config on top
 # (lockdep, atomic-sleep checks, KASAN, UBSAN) into build/kernel-debug and
 # build/bzImage-debug, for 'make debug-test'.
+# --kcsan builds it with kernel/configs/kcsan/*.config on top (KCSAN) into
+# build/kernel-kcsan and build/bzImage-kcsan, for 'make kcsan-test'.
 #
 # The config is 'make tinyconfig' plus kernel/configs/*.config.  Every option
 # a fragment sets is checked against the final .config, so a dependency that
@@ -30,6 +32,11 @@ if [ "${1:-}" = --debug ]; then
 	out="$top/build/kernel-debug"
 	dest="$top/build/bzImage-debug"
 	frags+=("$top"/kernel/configs/debug/*.config)
+fi
+if [ "${1:-}" = --kcsan ]; then
+	out="$top/build/kernel-kcsan"
+	dest="$top/build/bzImage-kcsan"
+	frags+=("$top"/kernel/configs/kcsan/*.config)
 fi
 
 if [ "${1:-}" = --base ]; then

@@ -38,6 +38,23 @@ KERNEL_REPORT = re.compile(
     r'inconsistent lock state|suspicious RCU usage|sleeping function called', re.M)
 
 
+# 'make kcsan-test' (GH_KCSAN_CHECK=1): a KCSAN data-race report that names
+# code of the series (in its header, its stacks or its variables) fails the
+# test; reports elsewhere in the kernel are logged to build/kcsan-other.log.
+KCSAN_REPORT = re.compile(r'^[^\n]*BUG: KCSAN: .*?(?=^[^\n]*={20,}[^\n]*$|\Z)', re.M | re.S)
+SERIES_CODE = re.compile(
+    r'guest_halted|gtime_halted|halted_load|avg_halted|cpu_util_halted|'
+    r'unhalted|aperfmperf|freq_tick|account_guest|sched_balance_view')
+
+
+def kcsan_reports(console: str) -> tuple[list[str], list[str]]:
+    """The KCSAN reports on a console: the series' own, and the others."""
+    ours, others = [], []
+    for m in KCSAN_REPORT.finditer(console):
+        (ours if SERIES_CODE.search(m.group(0)) else others).append(m.group(0))
+    return ours, others
+
+
 class GuestRunner:
     """Runs commands in the test VM on one platform: 'model', the QEMU that
     models APERF/MPERF (the kernel then uses the mperf source), or 'stock',
@@ -55,6 +72,14 @@ class GuestRunner:
         res = vm.run(command, timeout=timeout)
         if res.hung or res.panicked or (expect_rc is not None and res.rc != expect_rc):
             pytest.fail(f'expected exit status {expect_rc}; {res.describe()}', pytrace=False)
+        if os.environ.get('GH_KCSAN_CHECK'):
+            ours, others = kcsan_reports(res.console)
+            if others:
+                with open(BUILD / 'kcsan-other.log', 'a') as f:
+                    f.write('\n'.join(others) + '\n')
+            if ours:
+                pytest.fail('KCSAN report in the series\' code:\n' + '\n'.join(ours)[:6000],
+                            pytrace=False)
         if os.environ.get('GH_CONSOLE_CHECK') and (m := KERNEL_REPORT.search(res.console)):
             start = max(0, m.start() - 200)
             pytest.fail(f'kernel report on the console:\n{res.console[start:start + 4000]}',

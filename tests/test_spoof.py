@@ -93,9 +93,9 @@ def test_sampled_peek_writes_and_faults_nothing(stock: GuestRunner) -> None:
 
 # The spoofer on CPU 2 and an honest busy vCPU (the same loop, but after a
 # bait page that is not Accessed, so the peek fails) on CPU 3, four host
-# busy loops free to run anywhere, and the script on CPU 0.  The loops'
-# CPUs are sampled every 0.1 s; CPU 2's and 3's scheduler blocks are read
-# at the end.  Once with estimates left out (the default), once with them
+# busy loops free to run anywhere, and the script on CPU 0.  CPU 2's and
+# 3's scheduler blocks are read once the loops run (while the spoofer
+# still does), then the loops' CPUs are sampled every 0.1 s.  Once with estimates left out (the default), once with them
 # taken in, as an administrator may ask.
 RESIDENCY = f'''
 taskset -pc 0 $$ > /dev/null
@@ -104,6 +104,7 @@ cd /mnt/host
 for est in 0 1; do
     echo $est > {ESTIMATES}
     taskset -c 2 gh-vmm spoof 16 hlt accessed > spoof$est.txt &
+    spid=$!
     taskset -c 3 gh-vmm spoof 16 hlt unaccessed > honest$est.txt &
     sleep 2
     pids=
@@ -112,6 +113,12 @@ for est in 0 1; do
         pids="$pids $!"
     done
     sleep 1
+    for c in 2 3; do
+        awk -v c="cpu#$c," '$1 == c {{ p = 1; next }} /^cpu#/ {{ p = 0 }} p' \\
+            /sys/kernel/debug/sched/debug | grep -E '\\.(avg_halted|guest_halted|balance_idle) ' |
+            sed "s/^/@@sd $est $c /"
+    done
+    kill -0 $spid && echo "@@alive $est"
     i=0
     while [ $i -lt 60 ]; do
         for p in $pids; do
@@ -121,11 +128,6 @@ for est in 0 1; do
         done
         sleep 0.1
         i=$((i + 1))
-    done
-    for c in 2 3; do
-        awk -v c="cpu#$c," '$1 == c {{ p = 1; next }} /^cpu#/ {{ p = 0 }} p' \\
-            /sys/kernel/debug/sched/debug | grep -E '\\.(avg_halted|guest_halted|balance_idle) ' |
-            sed "s/^/@@sd $est $c /"
     done
     kill $pids
     wait
@@ -148,6 +150,8 @@ def test_scheduler_leaves_estimates_out(stock: GuestRunner) -> None:
           re.findall(r'^@@sd (\d) (\d) +\.(\w+) +: (\d+)', res.output, re.M)}
     assert len(on['0']) >= 200 and len(on['1']) >= 200, res.output
     assert len(sd) == 12, res.output
+    # The scheduler's view was read while the spoofer ran.
+    assert re.findall(r'^@@alive (\d)', res.output, re.M) == ['0', '1'], res.output
     # The spoofer was accounted halted both times (as an estimate).
     for est in '01':
         m = re.search(rf'^@@spoof {est} gtime_ticks=(\d+) gtime_halted_ticks=(\d+)',
