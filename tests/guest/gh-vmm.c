@@ -339,61 +339,86 @@ static void on_alarm(int sig)
 	(void)sig;
 }
 
-static int cmd_halt(double seconds)
+/* This thread's stat fields, as read_task_stat() reads them. */
+struct task_stat {
+	unsigned long utime, stime, gtime;
+	long ghalted;
+};
+
+/*
+ * Run the vCPU for @seconds, until SIGALRM interrupts KVM_RUN, with this
+ * thread's stat fields before in @before and after in @after, and the wall
+ * time and KVM_RUN calls in *@wall and *@runs.  Only KVM_EXIT_INTR may end
+ * a KVM_RUN: the guest never exits on its own.  Returns 0, or 1 after an
+ * unexpected exit.
+ */
+
+static int run_for(struct vm *v, double seconds, struct task_stat *before,
+		   struct task_stat *after, double *wall, unsigned long *runs)
 {
-	unsigned long u0 = 0, s0 = 0, g0 = 0, u1 = 0, s1 = 0, g1 = 0;
-	long h0, h1;
 	struct sigaction sa = { .sa_handler = on_alarm };
 	struct itimerval it = { 0 };
-	unsigned long runs = 0;
-	long hz = sysconf(_SC_CLK_TCK);
-	double t0, t1;
-	struct vm v;
+	double t0;
 
-	vm_create(&v, halt_code, sizeof(halt_code),
-		  KVM_X86_DISABLE_EXITS_HLT | KVM_X86_DISABLE_EXITS_PAUSE);
 	sigaction(SIGALRM, &sa, NULL);
 	it.it_value.tv_sec = (long)seconds;
 	it.it_value.tv_usec = (long)((seconds - (long)seconds) * 1e6);
-
-	if (read_task_stat(&u0, &s0, &g0, &h0))
+	if (read_task_stat(&before->utime, &before->stime, &before->gtime,
+			   &before->ghalted))
 		die("read /proc/self/task/<tid>/stat");
 	t0 = now();
+	*runs = 0;
 	setitimer(ITIMER_REAL, &it, NULL);
 	for (;;) {
-		int r = ioctl(v.vcpu, KVM_RUN, 0);
+		int r = ioctl(v->vcpu, KVM_RUN, 0);
 
-		runs++;
+		++*runs;
 		if (r && errno == EINTR)
 			break;
 		if (r)
 			die("KVM_RUN");
-		if (v.run->exit_reason == KVM_EXIT_INTR)
+		if (v->run->exit_reason == KVM_EXIT_INTR)
 			break;
-		fprintf(stderr, "gh-vmm: unexpected exit reason %u (HLT should not exit)\n",
-			v.run->exit_reason);
+		fprintf(stderr, "gh-vmm: unexpected exit reason %u (the guest should not exit)\n",
+			v->run->exit_reason);
 		return 1;
 	}
-	t1 = now();
-	if (read_task_stat(&u1, &s1, &g1, &h1))
+	*wall = now() - t0;
+	if (read_task_stat(&after->utime, &after->stime, &after->gtime,
+			   &after->ghalted))
 		die("read /proc/self/task/<tid>/stat");
+	return 0;
+}
+
+static int cmd_halt(double seconds)
+{
+	struct task_stat b, a;
+	long hz = sysconf(_SC_CLK_TCK);
+	unsigned long runs;
+	double wall;
+	struct vm v;
+
+	vm_create(&v, halt_code, sizeof(halt_code),
+		  KVM_X86_DISABLE_EXITS_HLT | KVM_X86_DISABLE_EXITS_PAUSE);
+	if (run_for(&v, seconds, &b, &a, &wall, &runs))
+		return 1;
 
 	printf("tid=%ld\n", (long)syscall(SYS_gettid));
 	printf("stat_guest_halted_ns=%lld\n", read_vcpu_stat(&v, "guest_halted_ns"));
 	printf("clk_tck=%ld\n", hz);
 	printf("tsc_khz=%d\n", ioctl(v.vcpu, KVM_GET_TSC_KHZ, 0));
-	printf("wall_s=%.3f\n", t1 - t0);
+	printf("wall_s=%.3f\n", wall);
 	printf("kvm_run_calls=%lu\n", runs);
-	printf("utime_ticks=%lu\n", u1 - u0);
-	printf("stime_ticks=%lu\n", s1 - s0);
-	printf("gtime_ticks=%lu\n", g1 - g0);
-	printf("gtime_s=%.3f\n", (double)(g1 - g0) / hz);
-	if (h1 >= 0)
-		printf("gtime_halted_ticks=%ld\n", h1 - h0);
+	printf("utime_ticks=%lu\n", a.utime - b.utime);
+	printf("stime_ticks=%lu\n", a.stime - b.stime);
+	printf("gtime_ticks=%lu\n", a.gtime - b.gtime);
+	printf("gtime_s=%.3f\n", (double)(a.gtime - b.gtime) / hz);
+	if (a.ghalted >= 0)
+		printf("gtime_halted_ticks=%ld\n", a.ghalted - b.ghalted);
 	else
 		printf("gtime_halted_ticks=absent\n");
 	printf("busy_as_seen_by_host=%.1f%%\n",
-	       100.0 * (u1 - u0 + s1 - s0) / hz / (t1 - t0));
+	       100.0 * (a.utime - b.utime + a.stime - b.stime) / hz / wall);
 	return 0;
 }
 
@@ -445,16 +470,15 @@ static int cmd_spoof(double seconds, const char *insn, const char *bait)
 {
 	static const uint8_t hlt[] = { 0xf4 }, mwait[] = { 0x0f, 0x01, 0xc9 };
 	static const uint8_t loop[] = { 0xeb, 0xfe };	/* 1: jmp 1b */
-	unsigned long u0 = 0, s0 = 0, g0 = 0, u1 = 0, s1 = 0, g1 = 0;
-	struct sigaction sa = { .sa_handler = on_alarm };
-	struct itimerval it = { 0 };
 	uint64_t disable_exits = KVM_X86_DISABLE_EXITS_HLT;
+	long hz = sysconf(_SC_CLK_TCK);
 	const uint8_t *code = hlt;
 	size_t len = sizeof(hlt);
 	uint32_t *pt, *bait_pte;
+	struct task_stat b, a;
 	unsigned char resident;
-	long hz = sysconf(_SC_CLK_TCK), h0, h1;
-	double t0, t1;
+	unsigned long runs;
+	double wall;
 	struct vm v;
 	int i;
 
@@ -490,37 +514,17 @@ static int cmd_spoof(double seconds, const char *insn, const char *bait)
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
 		die("mmap(MAP_FIXED) over the bait page");
 
-	sigaction(SIGALRM, &sa, NULL);
-	it.it_value.tv_sec = (long)seconds;
-	it.it_value.tv_usec = (long)((seconds - (long)seconds) * 1e6);
-	if (read_task_stat(&u0, &s0, &g0, &h0))
-		die("read /proc/self/task/<tid>/stat");
-	t0 = now();
-	setitimer(ITIMER_REAL, &it, NULL);
-	for (;;) {
-		int r = ioctl(v.vcpu, KVM_RUN, 0);
-
-		if (r && errno == EINTR)
-			break;
-		if (r)
-			die("KVM_RUN");
-		if (v.run->exit_reason == KVM_EXIT_INTR)
-			break;
-		fprintf(stderr, "gh-vmm: spoof: unexpected exit reason %u\n",
-			v.run->exit_reason);
+	if (run_for(&v, seconds, &b, &a, &wall, &runs))
 		return 1;
-	}
-	t1 = now();
-	if (read_task_stat(&u1, &s1, &g1, &h1))
-		die("read /proc/self/task/<tid>/stat");
 	if (mincore(v.mem + SPOOF_BAIT, 0x1000, &resident))
 		die("mincore");
 
 	printf("tid=%ld\n", (long)syscall(SYS_gettid));
-	printf("wall_s=%.3f\n", t1 - t0);
+	printf("wall_s=%.3f\n", wall);
 	printf("clk_tck=%ld\n", hz);
-	printf("gtime_ticks=%lu\n", g1 - g0);
-	printf("gtime_halted_ticks=%ld\n", h1 >= 0 ? h1 - h0 : -1);
+	printf("gtime_ticks=%lu\n", a.gtime - b.gtime);
+	printf("gtime_halted_ticks=%ld\n",
+	       a.ghalted >= 0 ? a.ghalted - b.ghalted : -1);
 	printf("stat_guest_halted_ns=%lld\n", read_vcpu_stat(&v, "guest_halted_ns"));
 	printf("stat_guest_halted_estimate_ns=%lld\n",
 	       read_vcpu_stat(&v, "guest_halted_estimate_ns"));
