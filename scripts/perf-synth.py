@@ -402,6 +402,10 @@ CRAFTED = {
                           '(heap overflow before the bitmap fix)',
     'attr-size-small': 'an attr whose size is 8, below the first ABI\'s 64 '
                        '(stack overflow on 32-bit before the attr size fix)',
+    'numa-nr-wrap': 'a NUMA topology of 0x0aaaaaab nodes, whose array size wraps a '
+                    '32-bit size_t (heap overflow on 32-bit before the count fix)',
+    'cmdline-nr-max': 'a command line of 2^32-1 arguments (nr + 1 wrapped to an '
+                      'empty argv before the count fix)',
 }
 
 MEM_BLOCK_SIZE = 0x8000000
@@ -581,6 +585,14 @@ def crafted(kind: str) -> bytes:
         a = attr()
         feats.append((HEADER_OSRELEASE, feature_string('6.12') + b'Z' * 65536))
         return assemble([(a[:4] + struct.pack('<I', 8) + a[8:], [1])], data, feats)
+    elif kind == 'numa-nr-wrap':
+        # 24 * 0x0aaaaaab is 2^32 + 8: 8 bytes on 32-bit, and two whole
+        # nodes follow to be written past them.
+        node = struct.pack('<IQQ', 0, 1 << 30, 1 << 29) + feature_string('0-1')
+        feats.append((HEADER_NUMA_TOPOLOGY, struct.pack('<I', 0x0aaaaaab) + node * 2))
+    elif kind == 'cmdline-nr-max':
+        feats.append((HEADER_CMDLINE, struct.pack('<I', 2**32 - 1) +
+                      feature_string('perf') + feature_string('record')))
     else:
         raise ValueError(kind)
     return assemble([(attr(), [1])], data, feats)

@@ -500,6 +500,27 @@ def test_attr_size_below_the_first_abi_is_refused(tmp_path, perf_bin: Path, bits
 
 
 @pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+@pytest.mark.parametrize('kind', ['numa-nr-wrap', 'cmdline-nr-max'])
+def test_header_count_that_wraps_is_refused(tmp_path, perf_bin: Path, bits: int,
+                                            kind: str) -> None:
+    """A NUMA topology of 0x0aaaaaab nodes, 2^32 + 8 bytes of them on
+    32-bit (was: an 8-byte array, two nodes written past it, a heap
+    overflow that make fuzz32 found), and a command line of 2^32-1
+    arguments (was: nr + 1 wrapped to an empty argv, written past): the
+    feature is refused, the rest of the header is printed, and nothing
+    crashes."""
+    res = header_only(perf_bin, bits, crafted(tmp_path, kind))
+    sane(res)
+    assert res.returncode == 0, (res.returncode, res.stderr[-3000:])
+    assert '# cpuid : AuthenticAMD,23,49,0\n' in res.stdout, res.stdout
+    if kind == 'numa-nr-wrap':
+        assert 'node0' not in res.stdout and 'node1' not in res.stdout, res.stdout
+    else:
+        assert re.search(r'^# cmdline : *$', res.stdout, re.M), res.stdout
+        assert 'record' not in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
 def test_memory_topology_is_read_whole(tmp_path, perf_bin: Path, bits: int) -> None:
     """The memory topology every recording has, two nodes of 200-bit
     bitmaps: each is 4 u64 words in the file, which bitmap_zalloc(200)
