@@ -128,6 +128,12 @@ def test_tracepoint_found_by_its_users_name(guest: GuestRunner) -> None:
     assert len(tc) >= 50, (res.share / 'tc.txt').read_text()[-2000:]
 
 
+# How far the perf event's count may be from the vCPU statistic in TSC
+# cycles: measured cycles against the ticks' guest time (see below).  1%
+# on an idle host; late ticks under QEMU TCG on a loaded one add more.
+EVENT_TOLERANCE = 0.05
+
+
 def test_software_event_listed_and_counts(guest: GuestRunner) -> None:
     res = guest.run(f'perf list sw 2>&1; {ENABLE}; '
                     'perf stat -x, -o stat.csv -e guest_halted_cycles -- gh-vmm halt 2; '
@@ -143,11 +149,14 @@ def test_software_event_listed_and_counts(guest: GuestRunner) -> None:
             if 'guest-halted-cycles' in ln or 'guest_halted_cycles' in ln]
     assert len(rows) == 1, (res.share / 'stat.csv').read_text()
     vmm = parse_kv(res.output)
-    # The event counts the cycles that the vCPU statistic counts in ns
-    # (under mperf measured cycles, which follow wall time rather than the
-    # ticks' guest time: within 1% over 2 s).
+    # The event counts the cycles that the vCPU statistic counts in ns.
+    # Under mperf they are measured TSC cycles, which follow wall time,
+    # and the statistic is the ticks' guest time times the halted share:
+    # a tick that comes late, as under QEMU TCG on a loaded host, is
+    # accounted one tick of guest time but measured over its whole
+    # interval.  Within EVENT_TOLERANCE.
     want = int(vmm['stat_guest_halted_ns']) * int(vmm['tsc_khz']) / 1e6
-    assert want > 0 and abs(int(rows[0][0]) - want) <= 0.01 * want, (rows[0], vmm)
+    assert want > 0 and abs(int(rows[0][0]) - want) <= EVENT_TOLERANCE * want, (rows[0], vmm)
     # Guest time is neither host user nor host kernel time: only
     # exclude_guest, which :u and :H set, excludes it; :k counts it all.
     rows = [ln.split(',') for ln in (res.share / 'stat-u.csv').read_text().splitlines()
@@ -156,7 +165,7 @@ def test_software_event_listed_and_counts(guest: GuestRunner) -> None:
     want = int(vmm_u['stat_guest_halted_ns']) * int(vmm_u['tsc_khz']) / 1e6
     assert len(rows) == 3, rows
     assert int(rows[0][0]) == 0 and int(rows[2][0]) == 0, rows
-    assert want > 0 and abs(int(rows[1][0]) - want) <= 0.01 * want, (rows, vmm_u)
+    assert want > 0 and abs(int(rows[1][0]) - want) <= EVENT_TOLERANCE * want, (rows, vmm_u)
     # perf record samples it: one sample per 1e8 halted cycles, on the vCPU
     # thread, at a user address (the VMM's KVM_RUN), never a kernel one.
     samples = (res.share / 'script.txt').read_text().splitlines()
@@ -185,7 +194,7 @@ def test_software_event_same_count_for_unprivileged_owner(guest: GuestRunner) ->
                if 'guest' in ln]
         want = int(vmm['stat_guest_halted_ns']) * int(vmm['tsc_khz']) / 1e6
         assert len(row) == 1 and want > 1e8, (who, row, vmm)
-        assert abs(int(row[0][0]) - want) <= 0.01 * want, (who, row, vmm)
+        assert abs(int(row[0][0]) - want) <= EVENT_TOLERANCE * want, (who, row, vmm)
 
 
 def test_source_and_parameters(any_platform: GuestRunner) -> None:
