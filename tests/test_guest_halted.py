@@ -38,8 +38,6 @@ SELFTEST_LINE = re.compile(
     r"[^;]*; guest's TSC alone ([\d.]+)%\); gtime (\d+) ticks", re.M)
 
 
-NEEDS_APERFMPERF = {'gh_test_tick_tsc_only_while_mperf_accounts'}
-
 
 def test_kunit_suites_pass(guest: GuestRunner) -> None:
     # Only these suites are built (KUNIT_ALL_TESTS=n), so no filter is needed.
@@ -52,9 +50,7 @@ def test_kunit_suites_pass(guest: GuestRunner) -> None:
         for case in cases:
             assert case in results, f'KUnit case {case} did not run:\n{res.output[-3000:]}'
             status, rest = results[case]
-            # Only the model has APERF/MPERF for the case that needs them.
-            may_skip = guest.platform == 'stock' and case in NEEDS_APERFMPERF
-            assert status == 'ok' and ('# SKIP' not in rest or may_skip), \
+            assert status == 'ok' and '# SKIP' not in rest, \
                 f'{suite}.{case}: {status}{rest}'
         assert results.get(suite, ('missing',))[0] == 'ok', suite
 
@@ -92,7 +88,7 @@ def test_tracepoint_and_format(guest: GuestRunner) -> None:
     for name, size in (('vcpu_id', '4'), ('exit_reason', '4'), ('isa', '4'),
                        ('tsc_delta', '8'), ('mperf_delta', '8'), ('gtime_ns', '8'),
                        ('halted_ns', '8'), ('halted_cycles', '8'), ('source', '4'),
-                       ('derived', '1')):
+                       ('derived', '1'), ('estimate', '1')):
         assert fields.get(name) == size, f'field {name}: {fields.get(name)}\n{res.output}'
     assert 'print fmt:' in res.output
     assert '"mperf"' in res.output and '"sampled"' in res.output

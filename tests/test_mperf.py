@@ -127,6 +127,36 @@ KPROBE = ('echo "p:gh/read kvm_guest_halted_read" >> /sys/kernel/tracing/kprobe_
           'echo 1 > /sys/kernel/tracing/events/gh/read/enable && ')
 
 
+TICK_TSC_PROBES = (
+    'T=/sys/kernel/tracing; '
+    'echo "p:gh/tsc_on arch_freq_tick_counters_enable" >> $T/kprobe_events && '
+    'echo "p:gh/tsc_off arch_freq_tick_counters_disable" >> $T/kprobe_events && '
+    'echo 1 > $T/events/gh/enable; '
+    'count() { echo "$1 on=$(grep -c " tsc_on: (" $T/trace) '
+    'off=$(grep -c " tsc_off: (" $T/trace)"; }; ')
+
+
+def test_tick_reads_tsc_only_while_mperf_accounts(model: GuestRunner) -> None:
+    """The tick reads the TSC next to MPERF only while the mperf source
+    accounts, so that other hosts pay no RDTSC per tick: KVM asks for it
+    (arch_freq_tick_counters_enable(), counted with a kprobe) when mperf
+    starts accounting, and gives it back when accounting stops or moves to
+    the sampled source, which never asks."""
+    res = model.run(TICK_TSC_PROBES +
+                    'count loaded; '
+                    f'{ENABLE}; count mperf; '
+                    f'echo sampled > {PARAMS}/guest_halted_source; count sampled; '
+                    f'echo mperf > {PARAMS}/guest_halted_source; count mperf_again; '
+                    f'echo 0 > {PARAMS}/guest_halted; count off; '
+                    f'echo sampled > {PARAMS}/guest_halted_source; {ENABLE}; '
+                    f'echo 0 > {PARAMS}/guest_halted; count sampled_only')
+    got = {m[0]: (int(m[1]), int(m[2])) for m in
+           re.findall(r'^(\w+) on=(\d+) off=(\d+)$', res.output, re.M)}
+    assert got == {'loaded': (0, 0), 'mperf': (1, 0), 'sampled': (1, 1),
+                   'mperf_again': (2, 1), 'off': (2, 2),
+                   'sampled_only': (2, 2)}, res.output
+
+
 def test_no_counter_read_per_kvm_run(model: GuestRunner) -> None:
     """A VMM that returns to user space for every port I/O exit: the vCPU
     is put and loaded on every KVM_RUN, but with its task not switched out

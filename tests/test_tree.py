@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -215,3 +216,49 @@ def test_kunit_config_links_with_kvm(kconfig_out: Path, kvm: str, kunit: str,
         assert f'CONFIG_KVM_GUEST_HALTED_KUNIT_TEST={want}\n' in config
     else:
         assert 'CONFIG_KVM_GUEST_HALTED_KUNIT_TEST=' not in config
+
+
+KVM_DIR = TREE / 'arch/x86/kvm'
+FILE_SCOPE_VAR = re.compile(
+    r'^(?:static\s+)?(?:DEFINE_\w+\((\w+)\)|(?:bool|u32|u64|int)\s+(\w+)\s*(?:=[^;]*)?;)',
+    re.M)
+STATE_WRITERS = re.compile(
+    r'\b(static_branch_\w+|static_key_(?:enable|disable|slow_inc|slow_dec)|'
+    r'guest_halted_(?:update|set|source_set)|kvm_guest_halted_init|'
+    r'account_guest_\w+|arch_freq_tick_counters_\w+|set_cpus_allowed_ptr)\s*\(')
+TIME_WRITE = re.compile(r'(?:->|\.)(?:gtime|gtime_halted|utime|stime)\b\s*(?:[-+|]?=[^=]|\+\+|--)')
+
+
+def kunit_state_writes(test_src: str, code_src: str) -> list[str]:
+    """What a KUnit file does to the running kernel's state: assignments to,
+    or addresses taken of, the file-scope variables of the code it tests;
+    calls that switch static keys, accounting or the tick; writes to a
+    task's times."""
+    found = []
+    names = {a or b for a, b in FILE_SCOPE_VAR.findall(code_src)}
+    for name in sorted(names):
+        if re.search(rf'(?<![\w.>]){name}\s*(?:[-+|]?=[^=]|\+\+|--)|&{name}\b|'
+                     rf'WRITE_ONCE\({name}\b', test_src):
+            found.append(name)
+    found += [m.group(1) for m in STATE_WRITERS.finditer(test_src)]
+    found += [m.group(0) for m in TIME_WRITE.finditer(test_src)]
+    return found
+
+
+def test_kvm_kunit_suite_leaves_the_running_kvm_alone() -> None:
+    """The KVM KUnit cases test arithmetic on state of their own: they
+    write none of guest_halted.c's globals (the switch, the source, the
+    ratio, the generation, the static key), switch nothing, and write no
+    task's times, so a KUnit run on a host with VMs perturbs none of
+    them.  The check itself finds such writes in a file that makes them."""
+    code = (KVM_DIR / 'guest_halted.c').read_text()
+    assert kunit_state_writes((KVM_DIR / 'guest_halted_test.c').read_text(), code) == []
+    names = {a or b for a, b in FILE_SCOPE_VAR.findall(code)}
+    assert {'guest_halted', 'guest_halted_source', 'mperf_tsc_ratio',
+            'kvm_guest_halted_gen', 'kvm_guest_halted_enabled'} <= names, names
+    bad = ('guest_halted_source_req = 1;\nmperf_tsc_ratio += 2;\n'
+           'static_branch_enable(&kvm_guest_halted_enabled);\n'
+           'current->gtime += 5;\nguest_halted_update(true);\n')
+    assert kunit_state_writes(bad, code) == [
+        'guest_halted_source_req', 'kvm_guest_halted_enabled', 'mperf_tsc_ratio',
+        'static_branch_enable', 'guest_halted_update', '->gtime += ']
