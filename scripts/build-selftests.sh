@@ -4,9 +4,12 @@
 #   scripts/build-selftests.sh [--all | TEST...]
 #
 # TEST is a path below tools/testing/selftests/kvm, e.g. x86_64/xapic_ipi_test.
+# A TEST x86_64/NAME that bench/kvm/NAME.c provides is one of the project's
+# own programs built on the selftests' library (a benchmark, not a kernel
+# selftest): it is copied into the tree for the build and removed after.
 # Without arguments, the tests listed in tests/kvm-selftests.list are built;
 # with --all, every upstream x86_64 test but the perf and stress ones (and not
-# our own guest_halted_test and guest_halted_lb_test), listed then in
+# the series' own guest_halted_test and guest_halted_nested_test), listed then in
 # build/selftests/all.list (the upstream regression suite).
 set -euo pipefail
 
@@ -22,14 +25,13 @@ mkdir -p "$out"
 # Every x86_64 KVM selftest of the tree, less the perf and stress tests
 # (long-running benchmarks, not pass/fail checks) and the series' own
 # guest_halted_test and guest_halted_nested_test, which have their own
-# harness tests, and guest_halted_lb_test, a benchmark that
-# scripts/lb-bench.py runs.
+# harness tests.
 all_tests() {
 	printf 'gh-print-progs:\n\t@echo $(TEST_GEN_PROGS_x86_64)\n' |
 		make -s -C "$tree/tools/testing/selftests/kvm" -f Makefile -f - \
 			gh-print-progs | tr ' ' '\n' |
 		grep -v -e '_perf_test$' -e 'stress' -e '/guest_halted_test$' \
-			-e '/guest_halted_lb_test$' -e '/guest_halted_nested_test$' |
+			-e '/guest_halted_nested_test$' |
 		sed '/^$/d'
 }
 
@@ -48,10 +50,26 @@ echo "selftests: installing uapi headers into build/headers"
 make -s -C "$tree" O="$top/build/headers-obj" headers_install \
 	INSTALL_HDR_PATH="$hdr" >/dev/null
 
+copied=()
+cleanup() { [ ${#copied[@]} -eq 0 ] || rm -f "${copied[@]}"; }
+trap cleanup EXIT
+for t in "${tests[@]}"; do
+	src="$top/bench/kvm/${t#x86_64/}.c"
+	dst="$tree/tools/testing/selftests/kvm/$t.c"
+	if [ "${t%%/*}" = x86_64 ] && [ -f "$src" ]; then
+		[ ! -e "$dst" ] || die "$t is both bench/kvm/${t#x86_64/}.c and a selftest of the tree"
+		cp "$src" "$dst"
+		copied+=("$dst")
+	fi
+done
+
 echo "selftests: building ${#tests[@]} KVM selftest(s) statically"
+# The x86_64 programs are the ones asked for: that lets make build the
+# project's own as well.
 make -s -C "$tree/tools/testing/selftests/kvm" -j"$jobs" \
 	OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr/include" \
 	EXTRA_CFLAGS=-static LDFLAGS=-static \
+	TEST_GEN_PROGS_x86_64="${tests[*]}" \
 	"${tests[@]/#/$out/}" >"$top/build/selftests/build.log" 2>&1 || {
 		tail -40 "$top/build/selftests/build.log" >&2
 		echo "error: selftest build failed; full log in build/selftests/build.log" >&2

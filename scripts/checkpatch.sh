@@ -58,7 +58,7 @@ check_owners() {
 }
 
 bad=0 n=0
-for dir in kernel tools-perf; do
+for dir in kernel sched tools-perf; do
 	[ -f "$top/$dir/series" ] || continue
 	while read -r p; do
 		case "$p" in ''|'#'*) continue ;; esac

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Write the commits of build/linux on top of the pristine base back out as
-# the kernel/ and tools-perf/ series.
+# the kernel/, sched/ and tools-perf/ series.
 #
 # Commits that touch only tools/ (outside tools/testing/) go to tools-perf/,
-# all others to kernel/.  Kernel commits must come first, since 'make tree'
-# applies kernel/ before tools-perf/.  Exporting an
-# unedited tree reproduces the series byte for byte.
+# all others to kernel/, or to sched/ once past the tag gtime-sched-base
+# (which 'make tree' sets where kernel/ ends; move it with 'git tag -f' to
+# move the boundary).  Kernel commits must come first, since 'make tree'
+# applies kernel/ and sched/ before tools-perf/.  Exporting an unedited tree
+# reproduces the series byte for byte.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -69,7 +71,17 @@ export_range() {
 	rm -rf "$tmp"
 }
 
-export_range kernel "gtime-base..$kernel_last"
+# The scheduler series begins at gtime-sched-base, if that is among the
+# kernel commits; otherwise it is empty.
+sched_base=$kernel_last
+if git -C "$tree" rev-parse -q --verify gtime-sched-base >/dev/null &&
+   git -C "$tree" merge-base --is-ancestor gtime-sched-base "$kernel_last" &&
+   git -C "$tree" merge-base --is-ancestor gtime-base gtime-sched-base; then
+	sched_base=$(git -C "$tree" rev-parse gtime-sched-base)
+fi
+
+export_range kernel "gtime-base..$sched_base"
+export_range sched "$sched_base..$kernel_last"
 export_range tools-perf "$kernel_last..HEAD"
 
 # The tree now holds exactly the exported series: record that, so that

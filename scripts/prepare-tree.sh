@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Prepare build/linux: the pristine 6.12 base as one commit, then the
-# project's kernel/ and tools-perf/ series applied with 'git am'.
+# project's kernel/ (guest halted-time accounting), sched/ (the scheduler's
+# use of it, on top) and tools-perf/ series applied with 'git am'.  The tag
+# gtime-sched-base marks the end of kernel/, where a non-empty sched/
+# begins.
 #
 #   scripts/prepare-tree.sh [--force]
 #
@@ -8,7 +11,7 @@
 #   KSRC   an existing Linux 6.12.y tree to use instead of Debian's
 #          /usr/src/linux-source-6.12.tar.xz.  It is copied, never modified.
 #   TARBALL  the source tarball (default /usr/src/linux-source-6.12.tar.xz).
-#   BUILD_DIR, SERIES_TOP  where build/ and the kernel/, tools-perf/ series
+#   BUILD_DIR, SERIES_TOP  where build/ and the kernel/, sched/, tools-perf/ series
 #          live (default: this checkout); the harness tests use them.
 #
 # A tree that already holds the current series is left alone.  A tree with
@@ -29,7 +32,7 @@ esac
 
 series_digest() {
 	local d p
-	for d in kernel tools-perf; do
+	for d in kernel sched tools-perf; do
 		[ -f "$series_top/$d/series" ] || continue
 		cat "$series_top/$d/series"
 		while read -r p; do
@@ -70,7 +73,7 @@ if [ -d "$tree/.git" ] && [ -f "$state" ]; then
 	fi
 	if [ "$force" = 0 ] && { [ "$head" != "$applied_head" ] || [ -n "$dirty" ]; }; then
 		cat >&2 <<MSG
-error: build/linux has work that is not in kernel/ or tools-perf/:
+error: build/linux has work that is not in kernel/, sched/ or tools-perf/:
 $(git -C "$tree" log --oneline "$applied_head..HEAD" 2>/dev/null | sed 's/^/  commit /')
 $(echo "$dirty" | sed '/^$/d; s/^/  edited /')
 Export it first with 'make export-series', or throw it away with
@@ -158,6 +161,12 @@ apply_series() {
 }
 
 apply_series kernel
+if [ -n "$(sed 's/#.*//; /^\s*$/d' "$series_top/sched/series" 2>/dev/null)" ]; then
+	git -C "$tree" tag -f gtime-sched-base >/dev/null
+else
+	git -C "$tree" tag -d gtime-sched-base >/dev/null 2>&1 || true
+fi
+apply_series sched
 apply_series tools-perf
 
 cat > "$state" <<STATE

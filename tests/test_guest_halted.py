@@ -26,7 +26,7 @@ def any_platform(request: pytest.FixtureRequest) -> GuestRunner:
 KUNIT_SUITES = {
     'kvm-x86-guest-halted': BUILD / 'linux' / 'arch/x86/kvm/guest_halted_test.c',
     'proc-array': BUILD / 'linux' / 'fs/proc/array_kunit.c',
-    'sched-pelt-halted': BUILD / 'linux' / 'kernel/sched/pelt_halted_test.c',
+    'sched-guest-halted': BUILD / 'linux' / 'kernel/sched/guest_halted_test.c',
 }
 PARAMS = '/sys/module/kvm/parameters'
 USER_HZ = 100           # /proc clock ticks, as the selftest prints gtime

@@ -61,17 +61,17 @@ def test_tree_is_612_base_plus_series() -> None:
                              cwd=TREE)
     assert ignored.returncode == 1, 'build/linux ignores new source files'
     subjects = git('log', '--reverse', '--format=%s', 'gtime-base..HEAD').splitlines()
-    want = [patch_subject(TOP / d / p) for d in ('kernel', 'tools-perf') for p in series(TOP, d)]
-    assert subjects == want, 'build/linux does not hold exactly kernel/series + tools-perf/series'
+    want = [patch_subject(TOP / d / p) for d in ('kernel', 'sched', 'tools-perf') for p in series(TOP, d)]
+    assert subjects == want, 'build/linux does not hold exactly kernel/, sched/ and tools-perf/series'
 
 
 def test_export_round_trip_is_byte_identical(tmp_path: Path) -> None:
     out = tmp_path / 'export'
-    for d in ('kernel', 'tools-perf'):
+    for d in ('kernel', 'sched', 'tools-perf'):
         (out / d).mkdir(parents=True)
     res = run_script('export-series.sh', {'SERIES_TOP': str(out)})
     assert res.returncode == 0, res.stderr
-    for d in ('kernel', 'tools-perf'):
+    for d in ('kernel', 'sched', 'tools-perf'):
         names = series(TOP, d)
         assert series(out, d) == names
         assert (out / d / 'series').read_bytes() == (TOP / d / 'series').read_bytes()
@@ -178,7 +178,7 @@ def test_series_passes_checkpatch_strict() -> None:
     res = subprocess.run([str(TOP / 'scripts' / 'checkpatch.sh')], capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    n = len(series(TOP, 'kernel')) + len(series(TOP, 'tools-perf'))
+    n = sum(len(series(TOP, d)) for d in ('kernel', 'sched', 'tools-perf'))
     assert f'checkpatch: {n} patch(es) clean' in res.stdout
     # spdxcheck.py must have run: its Python modules are installed.
     assert 'Traceback' not in res.stderr, res.stderr

@@ -334,9 +334,12 @@ static int cmd_kexits(unsigned long n, int passthrough)
 	return 0;
 }
 
+static volatile sig_atomic_t alarmed;
+
 static void on_alarm(int sig)
 {
 	(void)sig;
+	alarmed = 1;
 }
 
 /* This thread's stat fields, as read_task_stat() reads them. */
@@ -349,7 +352,8 @@ struct task_stat {
  * Run the vCPU for @seconds, until SIGALRM interrupts KVM_RUN, with this
  * thread's stat fields before in @before and after in @after, and the wall
  * time and KVM_RUN calls in *@wall and *@runs.  Only KVM_EXIT_INTR may end
- * a KVM_RUN: the guest never exits on its own.  Returns 0, or 1 after an
+ * a KVM_RUN: the guest never exits on its own.  A run that another signal
+ * interrupts (a stop and a continue) goes on.  Returns 0, or 1 after an
  * unexpected exit.
  */
 
@@ -366,24 +370,31 @@ static int run_for(struct vm *v, double seconds, struct task_stat *before,
 	if (read_task_stat(&before->utime, &before->stime, &before->gtime,
 			   &before->ghalted))
 		die("read /proc/self/task/<tid>/stat");
+	/*
+	 * The timer repeats after it expired, so that an alarm that lands
+	 * between the check of alarmed and KVM_RUN is not the last.
+	 */
+	it.it_interval.tv_usec = 50000;
+	alarmed = 0;
 	t0 = now();
 	*runs = 0;
 	setitimer(ITIMER_REAL, &it, NULL);
-	for (;;) {
+	while (!alarmed) {
 		int r = ioctl(v->vcpu, KVM_RUN, 0);
 
 		++*runs;
-		if (r && errno == EINTR)
-			break;
-		if (r)
+		if (r && errno != EINTR)
 			die("KVM_RUN");
-		if (v->run->exit_reason == KVM_EXIT_INTR)
-			break;
+		/* Another signal (SIGSTOP and SIGCONT, say) only pauses the run. */
+		if (r || v->run->exit_reason == KVM_EXIT_INTR)
+			continue;
 		fprintf(stderr, "gh-vmm: unexpected exit reason %u (the guest should not exit)\n",
 			v->run->exit_reason);
 		return 1;
 	}
 	*wall = now() - t0;
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
 	if (read_task_stat(&after->utime, &after->stime, &after->gtime,
 			   &after->ghalted))
 		die("read /proc/self/task/<tid>/stat");
