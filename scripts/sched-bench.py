@@ -7,11 +7,12 @@ balancing all the time) runs ROUNDS times with the switch off, on, and off
 again, interleaved so that drift hits all alike, in two phases:
 
   no guest   what the switch costs where there is no halted time: the
-             signal's update at the tick and its readers run, and find 0
+             enqueue, dequeue and tick hooks and the balancer's readers
+             run, and find no halted vCPU
   halting    a nested guest that only halts, HLT passed through, runs on
-             CPU 1: the signal is live, its readers work on real values,
-             and placement counts CPU 1 as idle, so the workload also
-             gains the CPU time the guest leaves free
+             CPU 1: its vCPU is listed, its halted load is taken off CPU
+             1's load, and the balancer moves work there, so the
+             workload also gains the CPU time the guest leaves free
 
 The result of each phase is the ratio of the median run times, on against
 off; the ratio of the two "off" runs is the noise floor.  Under QEMU TCG
@@ -57,7 +58,7 @@ for phase in noguest halting; do
 done
 echo 1 > {switch}
 sleep 0.5
-awk '/^cpu#/ {{ cpu = $1; sub(",", "", cpu) }} /^ *\\.guest_halted / {{ print "signal " cpu " " $3 }}' \\
+awk '/^cpu#/ {{ cpu = $1; sub(",", "", cpu) }} /^ *\\.halted_load / {{ print "signal " cpu " " $3 }}' \\
 	/sys/kernel/debug/sched/debug
 echo "$saved" > {switch}
 kill $vmm 2>/dev/null
@@ -116,7 +117,7 @@ def main() -> int:
     sig = [line[len('signal '):].strip() for line in res.output.splitlines()
            if line.startswith('signal ')]
     if sig:
-        print('guest_halted per CPU at the end, switch on (1024 = all): ' + ', '.join(sig))
+        print('halted_load per CPU at the end, switch on: ' + ', '.join(sig))
     return 0
 
 

@@ -338,20 +338,18 @@ snap exited
 
 LB_TEST = '/selftests/guest_halted_lb_test -d 3'
 # The margins below were measured with the sampled source (Debian's QEMU,
-# no APERF/MPERF), and the test runs there.  On the APERF/MPERF model the
-# halting vCPUs read 90-95% halted rather than ~100% (the emulated exits
-# count as busy) and in one CI run the effect was weaker: wait ratio
-# 0.03-0.25, residency 0.008-0.136.  The scheduler's rebuild on exact
-# sources re-measures both.
+# no APERF/MPERF, estimates taken in), and the test runs there.
 # The busy vCPUs' wait with the switch on, as a share of their wait with it
-# off in the same pair of runs, must be under this in every pair.  In 10
+# off in the same pair of runs, must be under this in every pair.  In 8
 # pairs of runs in one boot on this platform (QEMU TCG, 2 host cores;
-# scripts/lb-bench.py -r 10) the ratio was 0.010-0.080, median 0.05, with
-# the wait off at 0.21-0.30; SCHED_IDLE set by hand gave 0.011-0.076.
-LB_MARGIN = 0.25
+# GH_PLATFORM=stock scripts/lb-bench.py -r 8) the ratio was 0.074-0.186,
+# median 0.10, with the wait off at 0.23-0.33; SCHED_IDLE set by hand gave
+# 0.003-0.07.  On the APERF/MPERF model (mperf, exact) the effect is
+# weaker, 0.28-0.62 (median 0.45) in 8 pairs: Documentation/harness.md.
+LB_MARGIN = 0.3
 # The stressors' residency on the busy vCPUs' CPUs with the switch on, at
-# most: 0.004-0.031 in the same 10 runs (0.000-0.021 with SCHED_IDLE).
-LB_RESIDENCY = 0.1
+# most: 0.045-0.101 in the same 8 runs (0.000-0.045 with SCHED_IDLE).
+LB_RESIDENCY = 0.15
 LB_PAIRS = 3
 
 
@@ -359,7 +357,7 @@ def test_switch_lowers_the_busy_vcpus_wait(stock: GuestRunner) -> None:
     """The seed's result in miniature: two busy and two halting vCPUs pinned
     to the four CPUs, two unpinned host stressors; with
     kernel.sched_guest_halted on, the stressors stay off the busy vCPUs'
-    CPUs, and the busy vCPUs wait for their CPUs less than a quarter of
+    CPUs, and the busy vCPUs wait for their CPUs under LB_MARGIN (0.3) of
     what they wait with it off, in each of LB_PAIRS pairs of runs."""
     runs = ' '.join(['0 1'] * LB_PAIRS)
     # A nested guest that shuts down (a triple fault, seen about once in a
