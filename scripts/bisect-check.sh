@@ -3,7 +3,7 @@
 # after gtime-base, check it out in a worktree (build/linux-bisect) and build
 # the test kernel's vmlinux there (O=build/kernel-bisect, same config);
 # then the head with KVM and KUnit as modules, and without
-# FAIR_GROUP_SCHED, NO_HZ_FULL or KVM.
+# FAIR_GROUP_SCHED, NO_HZ_FULL, KVM, SCHED_GUEST_HALTED or CFS_BANDWIDTH.
 # Incremental and ccache-backed, but still one kernel build per patch that
 # touches a widely included header: a maintainer's check, not part of
 # 'make test'.
@@ -59,8 +59,9 @@ for kvm in y m; do
 	fi
 done
 # The series' head without the options its code depends on, one at a time:
-# task groups, nohz_full (and with it vtime), and KVM itself.
-for opt in FAIR_GROUP_SCHED NO_HZ_FULL KVM; do
+# task groups, nohz_full (and with it vtime), KVM itself, the scheduler
+# series' own option and CFS bandwidth.
+for opt in FAIR_GROUP_SCHED NO_HZ_FULL KVM SCHED_GUEST_HALTED CFS_BANDWIDTH; do
 	cp "$top/build/kernel/.config" "$out/.config"
 	"$tree/scripts/config" --file "$out/.config" --disable "$opt"
 	start=$(date +%s)

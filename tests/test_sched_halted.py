@@ -250,21 +250,21 @@ def test_halted_load_under_idle_and_rt_policies(guest: GuestRunner) -> None:
     (Each idle vCPU halts alone first: beside the daemon it barely runs,
     and its share follows its own guest time.)"""
     res = guest.run(SETUP + '''
-start vm1 . 1 gh-chrt idle 0 gh-vmm halt 5
-sleep 3
-start daemon system 1 sh -c "$hog"
-sleep 1
-snap idle_policy
-kill $daemon
-wait
+# alone_then_beside LABEL CGROUP CPU COMMAND...: the vCPU halts alone, then
+# beside the daemon, and the snapshot is taken.
+alone_then_beside() {
+    label=$1; shift
+    start vm1 "$@"
+    sleep 3
+    start daemon system 1 sh -c "$hog"
+    sleep 1
+    snap $label
+    kill $daemon
+    wait
+}
+alone_then_beside idle_policy . 1 gh-chrt idle 0 gh-vmm halt 5
 echo 1 > /sys/fs/cgroup/machine/cpu.idle
-start vm1 machine/vm1 1 gh-vmm halt 5
-sleep 3
-start daemon system 1 sh -c "$hog"
-sleep 1
-snap idle_group
-kill $daemon
-wait
+alone_then_beside idle_group machine/vm1 1 gh-vmm halt 5
 echo 0 > /sys/fs/cgroup/machine/cpu.idle
 start daemon system 1 sh -c "$hog"
 start vm1 machine/vm1 1 gh-chrt fifo 1 gh-vmm halt 3
