@@ -193,6 +193,12 @@ def test_plain_record_includes_guest_halted(run) -> None:
         res = perf('kvm', '-i', str(data), 'stat', 'report', f'--event={cls}', '--stdio')
         assert res.returncode == 0, (cls, res.stderr)
     assert 'gh-vmm' in perf('kvm', '-i', str(data), 'stat', 'halted').stdout
+    # Among the other events, the halted class counts its own and no more.
+    by_hand = hand_count(data)
+    assert by_hand, 'no kvm:guest_halted events in the recording'
+    rows = csv_rows(perf('kvm', '-i', str(data), 'stat', 'halted', '-x,').stdout)
+    assert {(int(r['pid']), int(r['vcpu'])): nums(r)
+            for r in rows if r['row'] == 'vcpu'} == by_hand
 
 
 def test_trace_cmd_report_with_the_plugin(run) -> None:
