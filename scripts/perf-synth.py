@@ -36,6 +36,7 @@ SAMPLE_TID, SAMPLE_TIME, SAMPLE_CPU, SAMPLE_PERIOD, SAMPLE_RAW = 1 << 1, 1 << 2,
 SAMPLE_IDENTIFIER, SAMPLE_CGROUP = 1 << 16, 1 << 21
 SAMPLE_TYPE = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD | SAMPLE_RAW
 RECORD_COMM, RECORD_SAMPLE, RECORD_HEADER_BUILD_ID = 3, 9, 67
+PERF_RECORD_FINISHED_ROUND = 12
 HEADER_TRACING_DATA, HEADER_BUILD_ID, HEADER_HOSTNAME, HEADER_OSRELEASE = 1, 2, 3, 4
 HEADER_NRCPUS = 7
 HEADER_CPUID, HEADER_EVENT_DESC, HEADER_CPU_TOPOLOGY = 9, 12, 13
@@ -406,6 +407,11 @@ CRAFTED = {
                     '32-bit size_t (heap overflow on 32-bit before the count fix)',
     'cmdline-nr-max': 'a command line of 2^32-1 arguments (nr + 1 wrapped to an '
                       'empty argv before the count fix)',
+    'data-cut-short': 'a data section that ends 4 bytes into its last sample (hang)',
+    'data-size-small': 'a data section of 5 bytes, less than an event header (hang)',
+    'data-size-max': 'a data section of 2^64-1 bytes (hang)',
+    'data-past-eof': 'a data section that runs 1 MiB past the end of the file '
+                     '(SIGBUS)',
 }
 
 MEM_BLOCK_SIZE = 0x8000000
@@ -593,6 +599,33 @@ def crafted(kind: str) -> bytes:
     elif kind == 'cmdline-nr-max':
         feats.append((HEADER_CMDLINE, struct.pack('<I', 2**32 - 1) +
                       feature_string('perf') + feature_string('record')))
+    elif kind == 'data-past-eof':
+        # Samples of a software event, which needs no tracing data, and no
+        # feature sections (their table would be past the file): the data
+        # is the end of the file, padded with 8-byte FINISHED_ROUND records
+        # to end on a page, and claims 1 MiB more.
+        out = bytearray(assemble([(attr(PERF_TYPE_SOFTWARE, SAMPLE_TYPE, 0), [1])], data, []))
+        pad = -len(out) % 4096
+        out += struct.pack('<IHH', PERF_RECORD_FINISHED_ROUND, 0, 8) * (pad // 8)
+        struct.pack_into('<Q', out, 48, len(out) - data_off + (1 << 20))
+        return bytes(out)
+    elif kind.startswith('data-'):
+        # The data section's size in the file header.  The feature table,
+        # which perf looks for right after the data, moves there (its
+        # entries keep pointing to the sections).
+        out = bytearray(assemble([(attr(), [1])], data, feats))
+        last = len(data) - len(sample(4242, 4243, 0, 0, raw_guest_halted(
+            4242, 0, 4_000_000, 2_000_000, 1, 2000000)))
+        size = {'data-cut-short': last + 4, 'data-size-small': 5,
+                'data-size-max': 2**64 - 1}.get(kind)
+        if size is None:
+            raise ValueError(kind)
+        table_len = 16 * len(feats)
+        table = out[data_off + len(data):data_off + len(data) + table_len]
+        new_off = (data_off + size) % 2**64
+        out[new_off:new_off + table_len] = table
+        struct.pack_into('<Q', out, 48, size)
+        return bytes(out)
     else:
         raise ValueError(kind)
     return assemble([(attr(), [1])], data, feats)

@@ -442,13 +442,10 @@ def test_string_longer_than_its_section_is_refused(tmp_path) -> None:
 PERF32 = Path(os.environ.get('GH_PERF32', BUILD / 'perf32' / 'perf'))
 
 
-def header_only(perf_bin: Path, bits: int, path: Path) -> subprocess.CompletedProcess:
-    """'perf report --header-only -I' on `path` with the 64- or the 32-bit
-    perf.  The 32-bit perf is skipped only when GH_PERF32 is unset and
-    build/perf32/perf is missing ('make test' sets GH_PERF32).  It has no
-    libtraceevent, so it cannot sort by 'trace', the default for a
-    recording of tracepoints only, and would stop before the header:
-    '--sort pid' (the header comes first)."""
+def perf_of(perf_bin: Path, bits: int, *args: str) -> subprocess.CompletedProcess:
+    """`args` run by the 64- or the 32-bit perf.  The 32-bit perf is
+    skipped only when GH_PERF32 is unset and build/perf32/perf is missing
+    ('make test' sets GH_PERF32)."""
     if not perf_bin.exists():
         if bits == 32 and 'GH_PERF32' not in os.environ:
             pytest.skip(f'{perf_bin} is missing (run "make perf32", or set GH_PERF32)')
@@ -456,10 +453,47 @@ def header_only(perf_bin: Path, bits: int, path: Path) -> subprocess.CompletedPr
     if bits == 32:
         with perf_bin.open('rb') as f:
             assert f.read(5) == b'\x7fELF\x01', f'{perf_bin} is not a 32-bit ELF executable'
-    return subprocess.run([str(perf_bin), 'report', '--header-only', '-I', '--sort', 'pid',
-                           '-i', str(path)],
+    return subprocess.run([str(perf_bin), *args],
                           capture_output=True, text=True, errors='replace', timeout=60,
                           env={**os.environ, 'ASAN_OPTIONS': 'detect_leaks=0'})
+
+
+def header_only(perf_bin: Path, bits: int, path: Path) -> subprocess.CompletedProcess:
+    """'perf report --header-only -I' on `path` with the 64- or the 32-bit
+    perf.  The 32-bit perf has no libtraceevent, so it cannot sort by
+    'trace', the default for a recording of tracepoints only, and would
+    stop before the header: '--sort pid' (the header comes first)."""
+    return perf_of(perf_bin, bits, 'report', '--header-only', '-I', '--sort', 'pid',
+                   '-i', str(path))
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+@pytest.mark.parametrize('kind', ['data-cut-short', 'data-size-small', 'data-size-max',
+                                  'data-past-eof'])
+def test_data_section_ends_the_read(tmp_path, perf_bin: Path, bits: int, kind: str) -> None:
+    """A data section whose end cuts its last sample short, one of 5
+    bytes, one of 2^64-1 bytes (was: 'perf script' and 'perf report'
+    mapped the data again and again and never ended), and one that runs
+    1 MiB past the end of the file, whose data ends on a page (was:
+    SIGBUS in 'perf report').  Each ends by itself with a warning, and
+    every whole sample before the end is read."""
+    path = crafted(tmp_path, kind)
+    samples = {'data-cut-short': 3, 'data-size-small': 0, 'data-past-eof': 4}
+    for args in (['script', '-F', 'pid,tid,time'], ['report', '--stdio', '--sort', 'pid']):
+        res = perf_of(perf_bin, bits, *args, '-i', str(path))
+        sane(res)
+        if kind in ('data-cut-short', 'data-size-small'):
+            assert 'an event runs past the end of the data' in res.stderr, res.stderr
+        else:
+            assert 'runs past the end of the file' in res.stderr, res.stderr
+        if kind in samples and args[0] == 'script':
+            assert res.returncode == 0, res.stderr
+            assert len(re.findall(r'^ *4242/4243 ', res.stdout, re.M)) == samples[kind], \
+                res.stdout
+    if bits == 64 and kind == 'data-cut-short':
+        # kvm stat halted counts the three whole samples.
+        rows = csv_rows(halted(path, '-x,').stdout)
+        assert [int(r['samples']) for r in rows if r['row'] == 'total'] == [3], rows
 
 
 def test_header_of_a_real_recording_shows_its_events(tmp_path) -> None:
