@@ -407,6 +407,12 @@ CRAFTED = {
                     '32-bit size_t (heap overflow on 32-bit before the count fix)',
     'cmdline-nr-max': 'a command line of 2^32-1 arguments (nr + 1 wrapped to an '
                       'empty argv before the count fix)',
+    'strings-fail': 'a command line, CPU topology and PMU mappings whose second '
+                    'string runs past its section (NULL printed before the count fix)',
+    'build-id-size-max': 'a build-id record that says its build-id has 255 bytes '
+                         '(stack overflow before the build-id size fix)',
+    'ids-past-eof': 'an attr whose ids run 2 GiB past the end of the file '
+                    '(heap overflow on 32-bit before the ids fix)',
     'data-cut-short': 'a data section that ends 4 bytes into its last sample (hang)',
     'data-size-small': 'a data section of 5 bytes, less than an event header (hang)',
     'data-size-max': 'a data section of 2^64-1 bytes (hang)',
@@ -436,6 +442,9 @@ def build_id_record(misc: int, pid: int, build_id: bytes, name: str) -> bytes:
     body = struct.pack('<i', pid) + build_id + struct.pack('<BBH', len(build_id), 0, 0) + n
     return struct.pack('<IHH', RECORD_HEADER_BUILD_ID, misc | BUILD_ID_MISC_SIZE,
                        8 + len(body)) + body
+
+
+CLOCK_TOD_NS, CLOCK_ID_NS = 1_796_619_600_123_456_789, 12_345_678_901_234
 
 
 def header_features() -> list[tuple[int, bytes]]:
@@ -483,10 +492,10 @@ def header_features() -> list[tuple[int, bytes]]:
              (1, 200, [n1 >> (64 * i) & (2**64 - 1) for i in range(4)])])),
         (HEADER_CLOCKID, u64(1)),
         (HEADER_CPU_PMU_CAPS, u32(2) + strings('branches', '32', 'max_precise', '3')),
-        # A TOD of 1.5 s: a real one (about 1.7e9 s) overflows the 32-bit
-        # long of print_clock_data() (tv_sec * NSEC_PER_SEC), so the seed
-        # would not read cleanly on the 32-bit UBSan perf.
-        (HEADER_CLOCK_DATA, u32(1, 1) + u64(1_500_000_000, 1_000_000_000)),
+        # A real TOD, 2026-12-07 05:00:00.123456789 UTC, and a clock time
+        # of 12345.678901234 s: past 2.1 s, which overflowed the 32-bit
+        # long of print_clock_data() before the clock fix.
+        (HEADER_CLOCK_DATA, u32(1, 1) + u64(CLOCK_TOD_NS, CLOCK_ID_NS)),
         (HEADER_HYBRID_TOPOLOGY, u32(2) + strings('cpu_core', '0-1', 'cpu_atom', '2-3')),
         (HEADER_PMU_CAPS, u32(2) +
          u32(2) + strings('branches', '32', 'max_precise', '3') + strings('cpu_core') +
@@ -599,6 +608,25 @@ def crafted(kind: str) -> bytes:
     elif kind == 'cmdline-nr-max':
         feats.append((HEADER_CMDLINE, struct.pack('<I', 2**32 - 1) +
                       feature_string('perf') + feature_string('record')))
+    elif kind == 'strings-fail':
+        # Each section: a count of 2, one whole string, then a string
+        # length of 1000 where the section ends.
+        bad = struct.pack('<I', 1000)
+        feats += [(HEADER_NRCPUS, struct.pack('<II', 2, 2)),
+                  (HEADER_CMDLINE, struct.pack('<I', 2) + feature_string('perf') + bad),
+                  (HEADER_CPU_TOPOLOGY, struct.pack('<I', 2) + feature_string('0-1') + bad),
+                  (HEADER_PMU_MAPPINGS, struct.pack('<II', 2, 4) + feature_string('cpu') +
+                   struct.pack('<I', 1) + bad)]
+    elif kind == 'build-id-size-max':
+        rec = bytearray(build_id_record(2, 4242, bytes(range(1, 21)), '/usr/bin/qemu-vm'))
+        rec[32] = 255
+        feats.append((HEADER_BUILD_ID, bytes(rec) +
+                      build_id_record(2, 4242, bytes(range(21, 41)), '/usr/bin/other')))
+    elif kind == 'ids-past-eof':
+        out = bytearray(assemble([(attr(), [1])], data, feats))
+        # The attr's ids section: (offset, size) after its ATTR_SIZE bytes.
+        struct.pack_into('<Q', out, 104 + ATTR_SIZE + 8, 8 * (2**28 + 1))
+        return bytes(out)
     elif kind == 'data-past-eof':
         # Samples of a software event, which needs no tracing data, and no
         # feature sections (their table would be past the file): the data

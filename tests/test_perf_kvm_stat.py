@@ -13,6 +13,7 @@ import math
 import os
 import re
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -465,6 +466,65 @@ def header_only(perf_bin: Path, bits: int, path: Path) -> subprocess.CompletedPr
     stop before the header: '--sort pid' (the header comes first)."""
     return perf_of(perf_bin, bits, 'report', '--header-only', '-I', '--sort', 'pid',
                    '-i', str(path))
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+def test_strings_that_fail_leave_no_count(tmp_path, perf_bin: Path, bits: int) -> None:
+    """A command line, CPU topology and PMU mappings of two strings each,
+    whose second runs past its section (was: the count was kept with
+    NULL strings, and the header printer dereferenced them: SEGV): each
+    is refused, printed as empty, and the rest of the header is read."""
+    res = header_only(perf_bin, bits, crafted(tmp_path, 'strings-fail'))
+    sane(res)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert '# cmdline : \n' in res.stdout, res.stdout
+    assert 'sibling cores' not in res.stdout, res.stdout
+    assert '# cpuid : AuthenticAMD,23,49,0\n' in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+def test_build_id_larger_than_its_array_is_ignored(tmp_path, perf_bin: Path, bits: int) -> None:
+    """A build-id record whose build-id says it has 255 bytes (was: 255
+    bytes copied into a 20-byte array on the stack): it is ignored with
+    a warning, and the next record is read."""
+    res = perf_of(perf_bin, bits, 'buildid-list', '-i',
+                  str(crafted(tmp_path, 'build-id-size-max')))
+    sane(res)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'a build-id of 255 bytes, more than 20: ignored' in res.stderr, res.stderr
+    assert res.stdout.split() == [bytes(range(21, 41)).hex(), '/usr/bin/other'], res.stdout
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+def test_ids_past_the_file_are_refused(tmp_path, perf_bin: Path, bits: int) -> None:
+    """An attr whose ids section says it holds 2^28+1 ids, 2 GiB past the
+    end of the file (was: on 32-bit, the id arrays' sizes wrapped and the
+    ids read went past a small allocation): the file is refused, and the
+    error says why."""
+    path = crafted(tmp_path, 'ids-past-eof')
+    for args in (['report', '--header-only', '-I', '--sort', 'pid'], ['script']):
+        res = perf_of(perf_bin, bits, *args, '-i', str(path))
+        sane(res)
+        assert res.returncode != 0
+        assert 'The ids of event 0 (2147483656 bytes at 256) run past the end of the file' \
+            in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
+def test_reference_time_of_today(tmp_path, perf_bin: Path, bits: int) -> None:
+    """The clock data of a recording made today, a TOD of 1.8e9 s (was,
+    on 32-bit: tv_sec * NSEC_PER_SEC overflowed a long, and the printed
+    times were wrong)."""
+    path = tmp_path / 'full.data'
+    path.write_bytes(synth.add_features(synth.build(VMS, seed=7)[0], synth.header_features()))
+    res = perf_of(perf_bin, bits, 'report', '--header-only', '-I', '--sort', 'pid',
+                  '-i', str(path))
+    sane(res)
+    tod, clk = synth.CLOCK_TOD_NS, synth.CLOCK_ID_NS
+    line = (f'# reference time: {time.strftime("%F %T", time.localtime(tod // 10**9))}.'
+            f'{tod % 10**9 // 1000:06d} = {tod // 10**9}.{tod % 10**9 // 1000:06d} (TOD) = '
+            f'{clk // 10**9}.{clk % 10**9:09d} (monotonic)\n')
+    assert line in res.stdout, res.stdout
 
 
 @pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
