@@ -413,6 +413,10 @@ CRAFTED = {
                          '(stack overflow before the build-id size fix)',
     'ids-past-eof': 'an attr whose ids run 2 GiB past the end of the file '
                     '(heap overflow on 32-bit before the ids fix)',
+    'dies-fail': 'a CPU topology whose second die string runs past its section '
+                 '(NULL printed before the count fix)',
+    'no-raw': 'kvm:kvm_entry samples without their raw data (SEGV in perf kvm stat '
+              'before the raw size check)',
     'data-cut-short': 'a data section that ends 4 bytes into its last sample (hang)',
     'data-size-small': 'a data section of 5 bytes, less than an event header (hang)',
     'data-size-max': 'a data section of 2^64-1 bytes (hang)',
@@ -617,6 +621,26 @@ def crafted(kind: str) -> bytes:
                   (HEADER_CPU_TOPOLOGY, struct.pack('<I', 2) + feature_string('0-1') + bad),
                   (HEADER_PMU_MAPPINGS, struct.pack('<II', 2, 4) + feature_string('cpu') +
                    struct.pack('<I', 1) + bad)]
+    elif kind == 'dies-fail':
+        # Whole sockets, threads and ids of 2 CPUs, then 2 dies of which
+        # the second's length runs past the section.
+        feats += [(HEADER_NRCPUS, struct.pack('<II', 2, 2)),
+                  (HEADER_CPU_TOPOLOGY, struct.pack('<I', 1) + feature_string('0-1') +
+                   struct.pack('<I', 2) + feature_string('0') + feature_string('1') +
+                   struct.pack('<IIII', 0, 0, 1, 0) +
+                   struct.pack('<I', 2) + feature_string('0') + struct.pack('<I', 1000))]
+    elif kind == 'no-raw':
+        # A kvm:kvm_entry tracepoint (its vcpu_id field is what kvm stat
+        # reads first), whose attr and samples have no PERF_SAMPLE_RAW.
+        fmt = FORMAT.read_text().replace('ID: @ID@', f'ID: {EVENT_ID}')
+        fmt = fmt.replace('name: guest_halted', 'name: kvm_entry')
+        st = SAMPLE_TID | SAMPLE_TIME | SAMPLE_CPU | SAMPLE_PERIOD
+        d = bytearray(comm_record(4242, 'qemu-vm'))
+        for i in range(4):
+            body = struct.pack('<IIQIIQ', 4242, 4243, 1_000_000_000 + i * 4_000_000, 0, 0, 1)
+            d += struct.pack('<IHH', RECORD_SAMPLE, 1, 8 + len(body)) + body
+        feats[0] = (HEADER_TRACING_DATA, tracing_data_of([fmt.encode()]))
+        return assemble([(attr(sample_type=st), [1])], bytes(d), feats)
     elif kind == 'build-id-size-max':
         rec = bytearray(build_id_record(2, 4242, bytes(range(1, 21)), '/usr/bin/qemu-vm'))
         rec[32] = 255

@@ -471,15 +471,33 @@ def header_only(perf_bin: Path, bits: int, path: Path) -> subprocess.CompletedPr
 @pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
 def test_strings_that_fail_leave_no_count(tmp_path, perf_bin: Path, bits: int) -> None:
     """A command line, CPU topology and PMU mappings of two strings each,
-    whose second runs past its section (was: the count was kept with
-    NULL strings, and the header printer dereferenced them: SEGV): each
-    is refused, printed as empty, and the rest of the header is read."""
+    whose second runs past its section, and a CPU topology whose second
+    die does (was: the count was kept with NULL strings, and the header
+    printer dereferenced them: SEGV): each is refused, printed as empty,
+    and the rest of the header is read."""
     res = header_only(perf_bin, bits, crafted(tmp_path, 'strings-fail'))
     sane(res)
     assert res.returncode == 0, res.stderr[-3000:]
     assert '# cmdline : \n' in res.stdout, res.stdout
-    assert 'sibling cores' not in res.stdout, res.stdout
+    assert 'sibling sockets' not in res.stdout, res.stdout
     assert '# cpuid : AuthenticAMD,23,49,0\n' in res.stdout, res.stdout
+    res = header_only(perf_bin, bits, crafted(tmp_path, 'dies-fail'))
+    sane(res)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert '# sibling sockets : 0-1\n' in res.stdout, res.stdout
+    assert 'sibling dies' not in res.stdout, res.stdout
+
+
+def test_samples_without_raw_data(tmp_path) -> None:
+    """kvm:kvm_entry samples whose attr has no PERF_SAMPLE_RAW (was: the
+    vmexit class read the vCPU id from a NULL raw pointer, SEGV): no field
+    is read past a sample's raw data, and the report ends cleanly."""
+    res = perf('kvm', '-i', str(crafted(tmp_path, 'no-raw')), 'stat', 'report',
+               '--event=vmexit', '--stdio')
+    sane(res)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # The existing classes print their table to stderr when stdout is no tty.
+    assert 'Total Samples:0' in res.stdout + res.stderr, (res.stdout, res.stderr)
 
 
 @pytest.mark.parametrize('perf_bin, bits', [(PERF, 64), (PERF32, 32)], ids=['perf', 'perf32'])
