@@ -18,6 +18,11 @@ vCPU's run-queue wait, over a trailing 300 ms window, comes back to within
 10% of the switch-off level.  A SCHED_IDLE vCPU that turns busy has the
 weight 3 against a stressor's 1024, and does not.
 
+Last, -W runs in the three modes, where the halting vCPUs arm their timer
+every --wake-us instead of at most once a second and count, in the guest,
+how late each interrupt reached them: the price a halted guest pays when
+the host lets a stressor share its CPU (p50 and p99 of the lateness).
+
 The figure of merit is the busy vCPUs' run-queue wait as a share of wall
 time: the ratios wait(on)/wait(off) and wait(idle)/wait(off).  A kernel
 without the switch runs "off" and "idle" only.  The meters' availability
@@ -106,6 +111,16 @@ for r in $(seq {busy_rounds}); do
 	fi
 	run busy_idle -b -i -R "$ref"
 done
+for r in $(seq {wake_rounds}); do
+	[ $sw = 1 ] && echo 0 > $S
+	run wake_off -W {wake_us}
+	if [ $sw = 1 ]; then
+		echo 1 > $S
+		run wake_on -W {wake_us}
+		echo 0 > $S
+	fi
+	run wake_idle -i -W {wake_us}
+done
 [ $sw = 1 ] && echo "$saved" > $S
 echo 0 > {param}
 exit 0
@@ -163,7 +178,7 @@ def report(runs: list[Run], reference: Optional[float]) -> int:
     print('\nrun          meter_wait   halt_wait    availability  '
           'stressor_residency (CPU 0-3)  moves/s')
     for r in runs:
-        if r.label.startswith('busy'):
+        if r.label.startswith(('busy', 'wake')):
             continue
         print(f'{r.label:<5} #{r.round:<4}  {fmt(r.floats("meter_wait")):<11}  '
               f'{fmt(r.floats("halt_wait")):<11}  {fmt(r.floats("availability")):<12}  '
@@ -188,6 +203,20 @@ def report(runs: list[Run], reference: Optional[float]) -> int:
     for m in modes:
         xs = [x for r in runs if r.label == m for x in r.floats('availability')]
         print(f'  {m:<5} {statistics.median(xs):.3f}')
+
+    wake = [r for r in runs if r.label.startswith('wake')]
+    if wake:
+        print(f'\nthe price to the halting guests: the lateness of their own timer '
+              f'interrupts (every {wake[0].one("wake_period_us") or 0:.0f} us), measured in '
+              'the guest, in us (upper bound of a half-octave bucket), median of runs:')
+        for m in ('wake_off', 'wake_on', 'wake_idle'):
+            rs = [r for r in wake if r.label == m]
+            if rs:
+                p50 = statistics.median(r.one('wake_late_p50_us') or 0 for r in rs)
+                p99 = statistics.median(r.one('wake_late_p99_us') or 0 for r in rs)
+                print(f'  {m:<9} p50 {p50:8.0f}  p99 {p99:8.0f}  (p99 runs: '
+                      f'{fmt([r.one("wake_late_p99_us") or 0 for r in rs], 0)}; '
+                      f'busy vCPUs\' wait {fmt([r.meter_wait for r in rs], 3)})')
 
     busy = [r for r in runs if r.label.startswith('busy')]
     if busy:
@@ -230,6 +259,11 @@ def main() -> int:
     ap.add_argument('--reference', type=float,
                     help='reference wait for the turned-busy vCPU\'s recovery '
                     '(default: its median wait after the turn, switch off)')
+    ap.add_argument('--wake-rounds', type=int, default=2,
+                    help='rounds of off, on, SCHED_IDLE runs where the halting vCPUs '
+                    'wake every --wake-us and time it (default 2)')
+    ap.add_argument('--wake-us', type=int, default=10000,
+                    help='the halting vCPUs\' timer period in those runs (default 10000)')
     ap.add_argument('--raw', action='store_true', help='print the VM\'s output too')
     args = ap.parse_args()
 
@@ -238,8 +272,9 @@ def main() -> int:
         common += f' -T {args.threshold_ns}'
     script = GUEST_SCRIPT.format(test=TEST, switch=SWITCH, param=PARAM, common=common,
                                  rounds=args.rounds, busy_rounds=args.busy_rounds,
+                                 wake_rounds=args.wake_rounds, wake_us=args.wake_us,
                                  reference='' if args.reference is None else args.reference)
-    nruns = 3 * (args.rounds + args.busy_rounds)
+    nruns = 3 * (args.rounds + args.busy_rounds + args.wake_rounds)
     print(f'lb-bench: {args.rounds} x (off, on, SCHED_IDLE) + {args.busy_rounds} x '
           f'turned-busy (off, on, SCHED_IDLE) runs of {args.seconds:g} s, {args.stressors} stressors, '
           'one boot...')

@@ -340,16 +340,18 @@ LB_TEST = '/selftests/guest_halted_lb_test -d 3'
 # The margins below were measured with the sampled source (Debian's QEMU,
 # no APERF/MPERF, estimates taken in), and the test runs there.
 # The busy vCPUs' wait with the switch on, as a share of their wait with it
-# off in the same pair of runs, must be under this in every pair.  In 8
-# pairs of runs in one boot on this platform (QEMU TCG, 2 host cores;
-# GH_PLATFORM=stock scripts/lb-bench.py -r 8) the ratio was 0.074-0.186,
-# median 0.10, with the wait off at 0.23-0.33; SCHED_IDLE set by hand gave
-# 0.003-0.07.  On the APERF/MPERF model (mperf, exact) the effect is
-# weaker, 0.28-0.62 (median 0.45) in 8 pairs: Documentation/harness.md.
-LB_MARGIN = 0.3
+# off in the same pair of runs, must be under this in every pair.  In 16
+# pairs of runs in two boots on this platform (QEMU TCG, 2 host cores;
+# GH_PLATFORM=stock scripts/lb-bench.py -r 8, before and after the away
+# thresholds went from 3/4 and 1/2 to 1/2 and 1/4) the ratio was
+# 0.004-0.29, medians 0.107 and 0.115, with the wait off at 0.23-0.33;
+# SCHED_IDLE set by hand gave 0.003-0.09.  On the APERF/MPERF model (mperf,
+# exact) 8 pairs gave 0.07-0.42, median 0.11, the first pair of the boot
+# the worst: Documentation/harness.md.
+LB_MARGIN = 0.35
 # The stressors' residency on the busy vCPUs' CPUs with the switch on, at
-# most: 0.045-0.101 in the same 8 runs (0.000-0.045 with SCHED_IDLE).
-LB_RESIDENCY = 0.15
+# most: 0.000-0.147 in the same 16 runs (0.000-0.045 with SCHED_IDLE).
+LB_RESIDENCY = 0.2
 LB_PAIRS = 3
 
 
@@ -357,7 +359,7 @@ def test_switch_lowers_the_busy_vcpus_wait(stock: GuestRunner) -> None:
     """The seed's result in miniature: two busy and two halting vCPUs pinned
     to the four CPUs, two unpinned host stressors; with
     kernel.sched_guest_halted on, the stressors stay off the busy vCPUs'
-    CPUs, and the busy vCPUs wait for their CPUs under LB_MARGIN (0.3) of
+    CPUs, and the busy vCPUs wait for their CPUs under LB_MARGIN (0.35) of
     what they wait with it off, in each of LB_PAIRS pairs of runs."""
     runs = ' '.join(['0 1'] * LB_PAIRS)
     # A nested guest that shuts down (a triple fault, seen about once in a
@@ -391,3 +393,52 @@ echo 1 > {SWITCH}''', timeout=600)
         # ...on, on the halting ones, as with SCHED_IDLE.
         assert on < LB_MARGIN * off, runs_seen
         assert on_res <= LB_RESIDENCY, runs_seen
+
+
+# A waker/wakee pair (gh-wake, a wake-up every 2 ms, both threads free to
+# run anywhere) beside two halting vCPUs on CPUs 2 and 3, CPUs 0 and 1 idle.
+# In 5 rounds of 3 s in one boot on the model (scripts/wake-bench.py) the
+# wakee ran on CPUs 2-3 in none of its wake-ups with the switch off, on, or
+# the vCPUs SCHED_IDLE, and its median latency was 172 us on against 182
+# us off (p99 3.1 ms against 3.3 ms).
+WAKE_BESIDE = 0.05
+WAKE_P50 = 1.5
+WAKE_PAIRS = 3
+
+
+def test_wakee_goes_to_idle_cpus_not_beside_halted_vcpus(guest: GuestRunner) -> None:
+    """With idle CPUs free, the switch on does not place a waking task
+    beside a halted vCPU (at most WAKE_BESIDE of its wake-ups on the
+    halting vCPUs' CPUs), nor make its wake-ups slower (median latency at
+    most WAKE_P50 times the switch-off one), in each of WAKE_PAIRS pairs."""
+    runs = ' '.join(['0 1'] * WAKE_PAIRS)
+    res = guest.run(f'''{ENABLE}
+taskset -c 2 gh-vmm halt 120 > /dev/null & a=$!
+taskset -c 3 gh-vmm halt 120 > /dev/null & b=$!
+sleep 1
+for sw in {runs}; do
+    echo $sw > {SWITCH}
+    sleep 0.5
+    echo "@@run $sw $(grep -E '^cpu#[23],|halted_nr' /sys/kernel/debug/sched/debug | tr -s ' ' | tr '\\n' ' ')"
+    gh-wake 2
+done
+echo 0 > {SWITCH}
+kill $a $b
+wait''', timeout=300)
+    runs_seen: list[tuple[str, float, float, str]] = []
+    for block in res.output.split('@@run ')[1:]:
+        p50 = re.search(r'^p50_us=([\d.]+)', block, re.M)
+        cpus = re.search(r'^on_cpu=([\d.,]+)', block, re.M)
+        assert p50 and cpus, res.output
+        share = [float(x) for x in cpus.group(1).split(',')]
+        runs_seen.append((block[0], float(p50.group(1)), share[2] + share[3],
+                          block.splitlines()[0]))
+    assert [sw for sw, _, _, _ in runs_seen] == ['0', '1'] * WAKE_PAIRS, res.output
+    # With the switch on, each halting vCPU counts as away on its CPU.
+    for sw, _, _, head in runs_seen:
+        nr = [int(x) for x in re.findall(r'halted_nr : (\d+)', head)]
+        assert nr == ([0, 0, 1, 1] if sw == '1' else [0, 0, 0, 0]), runs_seen
+    for (_, off, off_beside, _), (_, on, on_beside, _) in zip(runs_seen[::2],
+                                                           runs_seen[1::2]):
+        assert off_beside <= WAKE_BESIDE and on_beside <= WAKE_BESIDE, runs_seen
+        assert on <= WAKE_P50 * off, runs_seen

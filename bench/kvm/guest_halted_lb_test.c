@@ -96,12 +96,52 @@ enum { STAGE_READY, STAGE_BUSY, STAGE_DONE };
 static uint64_t timer_irqs[NR_VCPUS];
 static uint32_t cal_gap[NR_VCPUS][CAL_GAPS];
 
+/*
+ * With -W: the halting vCPUs' timer period in ns, and how late each timer
+ * interrupt reached the guest, in half-octave buckets of microseconds
+ * (late_bucket()), counted by the guest itself.
+ */
+#define LATE_BUCKETS		64
+static uint64_t wake_period_ns;
+static uint64_t late_tsc_khz;
+static uint64_t deadline[NR_VCPUS];
+static uint32_t late_hist[NR_VCPUS][LATE_BUCKETS];
+
+/* 0 for under 1 us; then two buckets per power of two. */
+static int late_bucket(uint64_t us)
+{
+	int msb = 63 - __builtin_clzll(us | 1);
+
+	if (!us)
+		return 0;
+	return min_t(int, LATE_BUCKETS - 1,
+		     1 + 2 * msb + (msb ? (us >> (msb - 1)) & 1 : 0));
+}
+
+/* The upper bound in microseconds of bucket @b (late_bucket()). */
+static uint64_t late_bucket_top(int b)
+{
+	int msb = (b - 1) / 2;
+
+	if (!b)
+		return 1;
+	return ((b - 1) % 2 || !msb) ? 2ULL << msb : 3ULL << (msb - 1);
+}
+
 static void guest_timer_handler(struct ex_regs *regs)
 {
 	uint32_t id = GET_APIC_ID_FIELD(xapic_read_reg(APIC_ID));
+	uint64_t now = rdtsc(), d;
 
-	if (id < NR_VCPUS)
+	if (id < NR_VCPUS) {
 		WRITE_ONCE(timer_irqs[id], timer_irqs[id] + 1);
+		d = deadline[id];
+		if (d && late_tsc_khz) {
+			late_hist[id][late_bucket(now > d ? (now - d) * 1000 /
+						     late_tsc_khz : 0)]++;
+			deadline[id] = 0;
+		}
+	}
 	xapic_write_reg(APIC_EOI, 0);
 }
 
@@ -170,9 +210,12 @@ static void guest_halt_until(uint32_t idx, uint64_t tsc_khz, uint64_t end)
 	while ((now = rdtsc()) < end) {
 		if (!armed) {
 			left_ns = (end - now) * 1000 / tsc_khz * 1000;
+			left_ns = min_t(uint64_t, left_ns, wake_period_ns ?: MAX_TIMER_NS);
 			irqs = READ_ONCE(timer_irqs[idx]);
-			xapic_write_reg(APIC_TMICT,
-					min_t(uint64_t, left_ns, MAX_TIMER_NS) + 1);
+			/* Only whole periods count towards the lateness. */
+			if (wake_period_ns && left_ns == wake_period_ns)
+				deadline[idx] = now + left_ns * tsc_khz / 1000000;
+			xapic_write_reg(APIC_TMICT, left_ns + 1);
 			armed = true;
 		}
 		asm volatile("sti; hlt; cli" ::: "memory");
@@ -180,6 +223,7 @@ static void guest_halt_until(uint32_t idx, uint64_t tsc_khz, uint64_t end)
 			armed = false;
 	}
 	xapic_write_reg(APIC_TMICT, 0);
+	deadline[idx] = 0;
 }
 
 static void guest_code(uint32_t idx, uint32_t role, uint64_t tsc_khz,
@@ -189,6 +233,7 @@ static void guest_code(uint32_t idx, uint32_t role, uint64_t tsc_khz,
 	uint64_t thr, start, t, noise = 0, total = 0;
 
 	asm volatile("cli");
+	late_tsc_khz = tsc_khz;
 	if (thr_ns)
 		thr = thr_ns * tsc_khz / 1000000;
 	else if (role == ROLE_HALT)
@@ -593,15 +638,49 @@ static void print_list(const char *key, const double *v, int n)
 	printf("\n");
 }
 
+/*
+ * With -W: the halting vCPUs' timer interrupts, and their lateness in the
+ * guest, the 50th and 99th percentiles in microseconds (the upper bound of
+ * their bucket), over both halting vCPUs.
+ */
+static void print_lateness(struct kvm_vm *vm)
+{
+	uint64_t sum[LATE_BUCKETS] = { 0 }, n = 0, seen = 0;
+	int i, b, p50 = -1, p99 = -1;
+
+	sync_global_from_guest(vm, late_hist);
+	for (i = NR_METERS; i < NR_VCPUS; i++) {
+		if (turn_busy && i == BUSY_VCPU)
+			continue;
+		for (b = 0; b < LATE_BUCKETS; b++) {
+			sum[b] += late_hist[i][b];
+			n += late_hist[i][b];
+		}
+	}
+	for (b = 0; b < LATE_BUCKETS && n; b++) {
+		seen += sum[b];
+		if (p50 < 0 && seen * 2 >= n)
+			p50 = b;
+		if (p99 < 0 && seen * 100 >= n * 99)
+			p99 = b;
+	}
+	printf("wake_period_us=%lu\n", wake_period_ns / 1000);
+	printf("wake_timers=%lu\n", n);
+	printf("wake_late_p50_us=%lu\n", p50 < 0 ? 0 : late_bucket_top(p50));
+	printf("wake_late_p99_us=%lu\n", p99 < 0 ? 0 : late_bucket_top(p99));
+}
+
 static void help(const char *name)
 {
 	printf("usage: %s [-d seconds] [-s stressors] [-i] [-b] [-T threshold_ns] [-R fraction]\n"
+	       "          [-W period_us]\n"
 	       "  -d  run time (default 3)\n"
 	       "  -s  host busy-loop processes (default 2)\n"
 	       "  -i  halting vCPUs' threads SCHED_IDLE (the reference)\n"
 	       "  -b  vCPU 3 halts for the first half, then spins\n"
 	       "  -T  meter gap threshold in ns (default 10x the median gap)\n"
-	       "  -R  with -b: reference wait share for the recovery time\n", name);
+	       "  -R  with -b: reference wait share for the recovery time\n"
+	       "  -W  halting vCPUs wake every period_us; their timer lateness\n", name);
 }
 
 int main(int argc, char *argv[])
@@ -618,7 +697,7 @@ int main(int argc, char *argv[])
 	uint64_t tsc_khz;
 	cpu_set_t mask;
 
-	while ((opt = getopt(argc, argv, "d:s:ibT:R:h")) != -1) {
+	while ((opt = getopt(argc, argv, "d:s:ibT:R:W:h")) != -1) {
 		switch (opt) {
 		case 'd':
 			run_ns = atof(optarg) * 1e9;
@@ -637,6 +716,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'R':
 			reference = atof(optarg);
+			break;
+		case 'W':
+			wake_period_ns = atof(optarg) * 1000;
 			break;
 		default:
 			help(argv[0]);
@@ -673,6 +755,7 @@ int main(int argc, char *argv[])
 	for (i = 0; i < NR_VCPUS; i++)
 		vcpus[i].vcpu = vm_vcpu_add(vm, i, guest_code);
 	vm_install_exception_handler(vm, TIMER_VECTOR, guest_timer_handler);
+	sync_global_to_guest(vm, wake_period_ns);
 	virt_pg_map(vm, APIC_DEFAULT_GPA, APIC_DEFAULT_GPA);
 	tsc_khz = __vcpu_ioctl(vcpus[0].vcpu, KVM_GET_TSC_KHZ, NULL);
 	TEST_ASSERT(tsc_khz > 0, "KVM_GET_TSC_KHZ");
@@ -779,6 +862,8 @@ int main(int argc, char *argv[])
 	moves = residency(&rs[0], &rs[2], ncpu, res);
 	print_list("stressor_residency", res, ncpu);
 	printf("stressor_moves_per_s=%.2f\n", moves);
+	if (wake_period_ns)
+		print_lateness(vm);
 
 	if (!turn_busy)
 		return 0;
