@@ -216,11 +216,16 @@ class VM:
 
 def run_or_report(prog: str, command: str, timeout: float) -> Optional[VMResult]:
     """Run `command` in a default VM for a script: on any failure print
-    "PROG: ..." with the console tail and return None."""
+    "PROG: ..." with the console tail and return None.  So too if the
+    command printed a line "@@error WHY": "PROG: WHY"."""
     try:
         res = VM().run(command, timeout=timeout)
     except VMError as e:
         print(f'{prog}: error: {e}', file=sys.stderr)
+        return None
+    err = re.search(r'^@@error (.*)$', res.output, re.M)
+    if err:
+        print(f'{prog}: {err.group(1)}', file=sys.stderr)
         return None
     if res.rc != 0:
         print(f'{prog}: failed: {res.describe()}', file=sys.stderr)
