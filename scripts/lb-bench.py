@@ -53,7 +53,7 @@ SWITCH = '/proc/sys/kernel/sched_guest_halted'
 GUEST_SCRIPT = '''
 T={test}
 S={switch}
-echo 1 > {param} || {{ echo "@@error kvm.guest_halted cannot be switched on"; exit 1; }}
+{setup}echo 1 > {param} || {{ echo "@@error kvm.guest_halted cannot be switched on"; exit 1; }}
 # The sampled source's figures on SVM are estimates; take them in, as an
 # administrator who trusts the guests may, to measure what the switch does.
 echo 1 > /proc/sys/kernel/sched_guest_halted_estimates 2>/dev/null
@@ -124,6 +124,19 @@ done
 [ $sw = 1 ] && echo "$saved" > $S
 echo 0 > {param}
 exit 0
+'''
+
+# A libvirt-like layout, two levels: the VM (this shell and so the test) in
+# /machine/vm1, the stressors, as host daemons, in /system at cpu.weight 300
+# against /machine's 100.  SCHED_IDLE (-i) then acts within vm1's group
+# only, against the VM's own threads.
+CGROUP = '/sys/fs/cgroup'
+LIBVIRT_SETUP = f'''echo +cpu > {CGROUP}/cgroup.subtree_control
+mkdir -p {CGROUP}/machine/vm1 {CGROUP}/system
+echo +cpu > {CGROUP}/machine/cgroup.subtree_control
+echo 300 > {CGROUP}/system/cpu.weight
+echo $$ > {CGROUP}/machine/vm1/cgroup.procs
+echo "@@libvirt $(cat /proc/self/cgroup)"
 '''
 
 RUN_RE = re.compile(r'^@@run label=(\w+) round=(\d+)\n(.*?)^@@end rc=(\d+)$', re.M | re.S)
@@ -264,20 +277,28 @@ def main() -> int:
                     'wake every --wake-us and time it (default 2)')
     ap.add_argument('--wake-us', type=int, default=10000,
                     help='the halting vCPUs\' timer period in those runs (default 10000)')
+    ap.add_argument('--libvirt', action='store_true',
+                    help='run the VM in /machine/vm1 and the stressors in /system '
+                    '(cpu.weight 300), as libvirt and systemd lay a host out')
     ap.add_argument('--raw', action='store_true', help='print the VM\'s output too')
     args = ap.parse_args()
 
     common = f'-d {args.seconds} -s {args.stressors}'
+    setup = ''
+    if args.libvirt:
+        common += f' -g {CGROUP}/system'
+        setup = LIBVIRT_SETUP
     if args.threshold_ns:
         common += f' -T {args.threshold_ns}'
     script = GUEST_SCRIPT.format(test=TEST, switch=SWITCH, param=PARAM, common=common,
+                                 setup=setup,
                                  rounds=args.rounds, busy_rounds=args.busy_rounds,
                                  wake_rounds=args.wake_rounds, wake_us=args.wake_us,
                                  reference='' if args.reference is None else args.reference)
     nruns = 3 * (args.rounds + args.busy_rounds + args.wake_rounds)
     print(f'lb-bench: {args.rounds} x (off, on, SCHED_IDLE) + {args.busy_rounds} x '
           f'turned-busy (off, on, SCHED_IDLE) runs of {args.seconds:g} s, {args.stressors} stressors, '
-          'one boot...')
+          f'{"libvirt-like cgroups, " if args.libvirt else ""}one boot...')
     res = vmrun.run_or_report('lb-bench', script,
                               timeout=180 + nruns * (args.seconds + 10) * 2)
     if res is None:

@@ -21,7 +21,11 @@
  * with KVM's halted-time accounting, kvm.guest_halted, on) should move them
  * to the halting vCPUs' CPUs and keep them there.  With -i the halting
  * vCPUs' threads are SCHED_IDLE instead: the reference of how well the
- * scheduler can do.
+ * scheduler can do.  With -g DIR the stressors run in that cgroup (v2),
+ * as a host's daemons run in another slice than its VMs (start the test
+ * itself in the VM's cgroup).  With -W the halting vCPUs arm their timer
+ * every period instead, and count in the guest how late each interrupt
+ * reached them: the price of sharing their CPUs.
  *
  * The host measures, over the run, each vCPU thread's run-queue wait as a
  * share of wall time (the run delay, the second field of
@@ -53,6 +57,7 @@
  * test does not judge them, and only reads the two switches.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
@@ -315,6 +320,8 @@ static struct stressor_slot *slots;
 static pid_t stressors[MAX_STRESSORS];
 static int nr_stressors = 2;
 static bool turn_busy;
+/* With -g: the cgroup (v2) directory the stressors run in. */
+static const char *stressor_cgroup;
 
 static uint64_t now_ns(void)
 {
@@ -490,6 +497,19 @@ static void __noreturn stressor_spin(struct stressor_slot *slot)
 	}
 }
 
+/* Move task @pid into the cgroup v2 directory @dir. */
+static void move_to_cgroup(pid_t pid, const char *dir)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	f = fopen(path, "w");
+	TEST_ASSERT(f, "open %s", path);
+	TEST_ASSERT(fprintf(f, "%d\n", pid) > 0 && !fclose(f),
+		    "move %d to %s", pid, dir);
+}
+
 /*
  * Fork the stressors, free to run on every CPU, before the VM exists: they
  * wait for the write end of a pipe to close, and then spin, keeping their
@@ -513,8 +533,11 @@ static int fork_stressors(void)
 	for (i = 0; i < nr_stressors; i++) {
 		stressors[i] = fork();
 		TEST_ASSERT(stressors[i] >= 0, "fork");
-		if (stressors[i])
+		if (stressors[i]) {
+			if (stressor_cgroup)
+				move_to_cgroup(stressors[i], stressor_cgroup);
 			continue;
+		}
 		close(p[1]);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		(void)sched_setaffinity(0, sizeof(all), &all);
@@ -673,14 +696,15 @@ static void print_lateness(struct kvm_vm *vm)
 static void help(const char *name)
 {
 	printf("usage: %s [-d seconds] [-s stressors] [-i] [-b] [-T threshold_ns] [-R fraction]\n"
-	       "          [-W period_us]\n"
+	       "          [-W period_us] [-g cgroup_dir]\n"
 	       "  -d  run time (default 3)\n"
 	       "  -s  host busy-loop processes (default 2)\n"
 	       "  -i  halting vCPUs' threads SCHED_IDLE (the reference)\n"
 	       "  -b  vCPU 3 halts for the first half, then spins\n"
 	       "  -T  meter gap threshold in ns (default 10x the median gap)\n"
 	       "  -R  with -b: reference wait share for the recovery time\n"
-	       "  -W  halting vCPUs wake every period_us; their timer lateness\n", name);
+	       "  -W  halting vCPUs wake every period_us; their timer lateness\n"
+	       "  -g  run the stressors in this cgroup (v2) directory\n", name);
 }
 
 int main(int argc, char *argv[])
@@ -697,7 +721,7 @@ int main(int argc, char *argv[])
 	uint64_t tsc_khz;
 	cpu_set_t mask;
 
-	while ((opt = getopt(argc, argv, "d:s:ibT:R:W:h")) != -1) {
+	while ((opt = getopt(argc, argv, "d:s:ibT:R:W:g:h")) != -1) {
 		switch (opt) {
 		case 'd':
 			run_ns = atof(optarg) * 1e9;
@@ -719,6 +743,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'W':
 			wake_period_ns = atof(optarg) * 1000;
+			break;
+		case 'g':
+			stressor_cgroup = optarg;
 			break;
 		default:
 			help(argv[0]);
