@@ -87,12 +87,13 @@ demo: vm ## Show a halted nested guest counted 100% busy, and what the kernel re
 	@scripts/deps.sh plot
 	@$(PYTHON) scripts/demo.py
 
-bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter reads per exit; perf kvm stat halted; load balancing around halted vCPUs; scheduler cost of the switch; wake-up latency beside halted vCPUs; noise of the halted share
+bench: vm kernel-base ## Exit cost of accounting (on/off, one boot), counter reads per exit; perf kvm stat halted; load balancing around halted vCPUs; scheduler cost of the switch; wake-up latency beside halted vCPUs and of an I/O thread; a stressor sweep beside a halting and a busy VM; noise of the halted share
 	@$(PYTHON) scripts/bench.py
 	@$(PYTHON) scripts/perf-bench.py
 	@$(PYTHON) scripts/lb-bench.py
 	@$(PYTHON) scripts/sched-bench.py
 	@$(PYTHON) scripts/wake-bench.py
+	@$(PYTHON) scripts/sweep-bench.py
 	@$(PYTHON) scripts/share-bench.py
 
 fuzz: vm ## Fuzz every perf kvm stat class and perf script (ASan+UBSan perf) with 1000 mutated recordings

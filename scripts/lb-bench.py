@@ -71,8 +71,19 @@ run() {{
 	# A nested guest that shuts down (a triple fault, seen about once in
 	# a hundred runs under QEMU TCG) is run again, once, and counted.
 	for try in 1 2; do
-		$T {common} "$@" > /tmp/lb.out 2>&1
+		$T {common} "$@" > /tmp/lb.out 2>&1 &
+		pid=$!
+		# A run that does not end: show where its threads wait.
+		( sleep {hang_s}; [ -d /proc/$pid ] || exit 0
+		  echo "@@hang label=$label round=$r"
+		  for t in /proc/$pid/task/*; do
+			echo "@@hang-task ${{t##*/}} $(cut -d' ' -f3,39 $t/stat) $(cat $t/wchan 2>/dev/null)"
+		  done
+		  kill -9 $pid ) &
+		dog=$!
+		wait $pid
 		rc=$?
+		kill $dog 2>/dev/null
 		[ $rc = 0 ] || ! grep -q 'got: 8 (SHUTDOWN)' /tmp/lb.out && break
 		echo "@@guest-shutdown label=$label round=$r"
 		sed 's/^/@@shutdown-log /' /tmp/lb.out
@@ -291,6 +302,7 @@ def main() -> int:
     if args.threshold_ns:
         common += f' -T {args.threshold_ns}'
     script = GUEST_SCRIPT.format(test=TEST, switch=SWITCH, param=PARAM, common=common,
+                                 hang_s=int(args.seconds * 4 + 60),
                                  setup=setup,
                                  rounds=args.rounds, busy_rounds=args.busy_rounds,
                                  wake_rounds=args.wake_rounds, wake_us=args.wake_us,

@@ -18,13 +18,19 @@ Scenarios:
   full     the same two halting guests, and two busy guests (CPUID exits
            handled in KVM) on CPUs 0 and 1: no CPU is idle.  With the switch
            on, the wakee should be at least as prompt as with it off.
+  io       a halting guest on CPU 2 whose interrupt handler, every 2 ms,
+           writes to a port that KVM turns into an eventfd signal
+           (KVM_IOEVENTFD), waking its VMM's unpinned I/O thread from
+           inside the vCPU's KVM_RUN (gh-vmm iothread), and another halting
+           guest on CPU 3; CPUs 0 and 1 idle.  The I/O thread must not stay
+           on its vCPU's CPU; SCHED_IDLE, where it does, is shown beside.
   balance  four halting guests, one per CPU, and nothing else: load-balance
            attempts per second (a kprobe on sched_balance_rq()), which the
            switch must not multiply.
 
 The result lines give, per scenario and mode, the medians over rounds of
-the wakee's p50 and p99 latency, the share of wake-ups on the halting
-vCPUs' CPUs 2 and 3, and the balance attempts per second.
+the wakee's (or I/O thread's) p50 and p99 latency, the share of wake-ups
+on the halting vCPUs' CPUs 2 and 3, and the balance attempts per second.
 """
 
 from __future__ import annotations
@@ -61,12 +67,14 @@ start() {{	# start MODE CPU KIND: a nested guest's vCPU pinned to CPU
 	pids="$pids $!"
 }}
 for r in $(seq {rounds}); do
-	for sc in free full balance; do
+	for sc in free full io balance; do
 		for mode in off on idle; do
 			[ $mode = on ] && echo 1 > {switch} || echo 0 > {switch}
 			pids=
 			if [ $sc = balance ]; then
 				for c in 0 1 2 3; do start $mode $c halt; done
+			elif [ $sc = io ]; then
+				start $mode 3 halt
 			else
 				start $mode 2 halt
 				start $mode 3 halt
@@ -80,6 +88,11 @@ for r in $(seq {rounds}); do
 				echo 0 > $T/events/kprobes/ghlb/enable
 				n=$(grep -c ghlb: $T/trace)
 				echo "run sc=$sc round=$r mode=$mode attempts_per_s=$(($n / {seconds}))"
+			elif [ $sc = io ]; then
+				pol=
+				[ $mode = idle ] && pol=idle
+				out=$(gh-vmm iothread {seconds} 2000 2 $pol | tr '\n' ' ')
+				echo "run sc=$sc round=$r mode=$mode $out"
 			else
 				out=$(gh-wake {seconds} | tr '\\n' ' ')
 				echo "run sc=$sc round=$r mode=$mode $out"
@@ -97,6 +110,8 @@ RUN_RE = re.compile(r'^run sc=(\w+) round=(\d+) mode=(\w+) (.*)$', re.M)
 KV_RE = re.compile(r'(\w+)=(\S+)')
 SCENARIOS = {'free': 'idle CPUs free (halting vCPUs on CPUs 2, 3; CPUs 0, 1 idle)',
              'full': 'no idle CPU (halting vCPUs on CPUs 2, 3; busy vCPUs on 0, 1)',
+             'io': 'an I/O thread woken by its halting vCPU (CPU 2) through an eventfd; '
+                   'CPU 3 halting, CPUs 0, 1 idle',
              'balance': 'four halting vCPUs, one per CPU'}
 
 
@@ -106,10 +121,10 @@ def main() -> int:
     ap.add_argument('--seconds', '-d', type=int, default=3)
     args = ap.parse_args()
 
-    budget = 60 + args.rounds * 9 * (args.seconds + 4) * 2
+    budget = 60 + args.rounds * 12 * (args.seconds + 4) * 2
     script = GUEST_SCRIPT.format(switch=SWITCH, param=PARAM, rounds=args.rounds,
                                  seconds=args.seconds)
-    print(f'wake-bench: {args.rounds} rounds of (off, on, SCHED_IDLE) x (free, full, '
+    print(f'wake-bench: {args.rounds} rounds of (off, on, SCHED_IDLE) x (free, full, io, '
           f'balance), {args.seconds} s each, one boot...')
     res = vmrun.run_or_report('wake-bench', script, timeout=budget)
     if res is None:

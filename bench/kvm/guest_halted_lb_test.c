@@ -27,6 +27,12 @@
  * every period instead, and count in the guest how late each interrupt
  * reached them: the price of sharing their CPUs.
  *
+ * The vCPUs and the stressors start together, and the measured run begins
+ * after a warm-up (-w, 1 s by default), as the seed experiment's rtla ran
+ * with --warm-up 60: the host learns a vCPU's halted share from its guest
+ * time, which a halting vCPU beside a stressor of a heavier group gets
+ * little of.  The warm-up runs as the run does, but counts nothing.
+ *
  * The host measures, over the run, each vCPU thread's run-queue wait as a
  * share of wall time (the run delay, the second field of
  * /proc/self/task/<tid>/schedstat, which grows by a whole wait when the
@@ -99,6 +105,9 @@ enum { STAGE_READY, STAGE_BUSY, STAGE_DONE };
 /* Guest side. */
 
 static uint64_t timer_irqs[NR_VCPUS];
+
+/* The warm-up before the measured run (-w), in ns. */
+static uint64_t warm_ns = 1000000000ULL;
 static uint32_t cal_gap[NR_VCPUS][CAL_GAPS];
 
 /*
@@ -236,6 +245,7 @@ static void guest_code(uint32_t idx, uint32_t role, uint64_t tsc_khz,
 {
 	uint64_t run = run_ns / 1000 * tsc_khz / 1000;
 	uint64_t thr, start, t, noise = 0, total = 0;
+	int i;
 
 	asm volatile("cli");
 	late_tsc_khz = tsc_khz;
@@ -253,6 +263,17 @@ static void guest_code(uint32_t idx, uint32_t role, uint64_t tsc_khz,
 
 	GUEST_SYNC_ARGS(STAGE_READY, thr, 0, 0, 0);
 	start = rdtsc();
+	/* The warm-up: the same as the run, but not counted. */
+	if (warm_ns) {
+		t = start + warm_ns / 1000 * tsc_khz / 1000;
+		if (role == ROLE_METER)
+			guest_meter(start, t, thr, &total);
+		else
+			guest_halt_until(idx, tsc_khz, t);
+		for (i = 0; i < LATE_BUCKETS; i++)
+			WRITE_ONCE(late_hist[idx][i], 0);
+		start = t;
+	}
 	switch (role) {
 	case ROLE_METER:
 		noise = guest_meter(start, start + run, thr, &total);
@@ -696,8 +717,9 @@ static void print_lateness(struct kvm_vm *vm)
 static void help(const char *name)
 {
 	printf("usage: %s [-d seconds] [-s stressors] [-i] [-b] [-T threshold_ns] [-R fraction]\n"
-	       "          [-W period_us] [-g cgroup_dir]\n"
+	       "          [-W period_us] [-g cgroup_dir] [-w seconds]\n"
 	       "  -d  run time (default 3)\n"
+	       "  -w  warm-up before the run, not measured (default 1)\n"
 	       "  -s  host busy-loop processes (default 2)\n"
 	       "  -i  halting vCPUs' threads SCHED_IDLE (the reference)\n"
 	       "  -b  vCPU 3 halts for the first half, then spins\n"
@@ -721,7 +743,7 @@ int main(int argc, char *argv[])
 	uint64_t tsc_khz;
 	cpu_set_t mask;
 
-	while ((opt = getopt(argc, argv, "d:s:ibT:R:W:g:h")) != -1) {
+	while ((opt = getopt(argc, argv, "d:s:ibT:R:W:g:w:h")) != -1) {
 		switch (opt) {
 		case 'd':
 			run_ns = atof(optarg) * 1e9;
@@ -746,6 +768,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'g':
 			stressor_cgroup = optarg;
+			break;
+		case 'w':
+			warm_ns = atof(optarg) * 1e9;
 			break;
 		default:
 			help(argv[0]);
@@ -774,6 +799,7 @@ int main(int argc, char *argv[])
 	printf("mode=%s\n", idle_halters ? "sched_idle" : "normal");
 	printf("turned_busy=%d\n", turn_busy);
 	printf("stressors=%d\n", nr_stressors);
+	printf("warm_up_s=%.3f\n", warm_ns / 1e9);
 
 	release_fd = fork_stressors();
 
@@ -783,6 +809,7 @@ int main(int argc, char *argv[])
 		vcpus[i].vcpu = vm_vcpu_add(vm, i, guest_code);
 	vm_install_exception_handler(vm, TIMER_VECTOR, guest_timer_handler);
 	sync_global_to_guest(vm, wake_period_ns);
+	sync_global_to_guest(vm, warm_ns);
 	virt_pg_map(vm, APIC_DEFAULT_GPA, APIC_DEFAULT_GPA);
 	tsc_khz = __vcpu_ioctl(vcpus[0].vcpu, KVM_GET_TSC_KHZ, NULL);
 	TEST_ASSERT(tsc_khz > 0, "KVM_GET_TSC_KHZ");
@@ -820,9 +847,16 @@ int main(int argc, char *argv[])
 						  vcpus[i].tid);
 	}
 
-	/* Every vCPU has entered the guest and waits: start them all. */
+	/*
+	 * Every vCPU has entered the guest and waits: start them all, and
+	 * the stressors, and measure from the end of the warm-up.
+	 */
 	pthread_barrier_wait(&ready_barrier);
 	close(release_fd);
+	ts.tv_sec = warm_ns / 1000000000ULL;
+	ts.tv_nsec = warm_ns % 1000000000ULL;
+	while (nanosleep(&ts, &ts))
+		;
 	take_sample(&s[n++], NULL);
 	take_residency(&rs[0], ncpu);
 	t0 = s[0].t;

@@ -23,11 +23,37 @@
  *                           or the page dropped from the host (evicted).
  *                           Prints whether the Accessed bit and the page
  *                           are still so afterwards.
+ *   gh-vmm iothread SECONDS PERIOD_US CPU [idle]
+ *                           a halting guest (HLT passed through) on CPU,
+ *                           given an interrupt every PERIOD_US, whose
+ *                           handler writes to a port that KVM turns into an
+ *                           eventfd signal (KVM_IOEVENTFD), as a VMM's
+ *                           ioeventfd does: the vCPU's exit wakes this
+ *                           VMM's I/O thread from inside KVM_RUN.  The I/O
+ *                           thread starts on CPU and may then run anywhere.
+ *                           Prints the I/O thread's wake-up latency (from
+ *                           the injection to it running, p50, p99, max in
+ *                           us) and the share of its wake-ups on the
+ *                           vCPU's CPU, over SECONDS after a first second
+ *                           in which the host learns the vCPU's halted
+ *                           share.  With "idle" the vCPU thread alone is
+ *                           SCHED_IDLE.
+ *   gh-vmm duty SECONDS PERIOD_US BUSY_PERCENT [NVCPUS [CPU]]
+ *                           the same guest with NVCPUS vCPUs (1), each
+ *                           spinning on the TSC for BUSY_PERCENT of each
+ *                           period from its interrupt and halted the rest:
+ *                           a guest at a known halted fraction.  vCPU i
+ *                           runs on CPU + i if CPU is given, else anywhere.
+ *                           Prints each vCPU thread's run-queue wait as a
+ *                           share of the run, its halted share by KVM's
+ *                           guest_halted_ns and its migrations.
  *
  * Results are printed as "key=value" lines so tests can parse them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <signal.h>
@@ -35,10 +61,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -544,6 +572,420 @@ static int cmd_spoof(double seconds, const char *insn, const char *bait)
 	return 0;
 }
 
+/*
+ * The guest of "iothread" and "duty", in real mode with the IVT at 0:
+ * "sti; 1: hlt; jmp 1b" at KICK_CODE, and at KICK_HANDLER the handler of
+ * the interrupt the VMM gives at each kick of its timer, which spins for
+ * the number of TSC cycles at KICK_BUDGET (0: none), writes to IO_PORT and
+ * returns:
+ *
+ *	rdtsc; mov ebx, eax
+ *   1:	rdtsc; sub eax, ebx; cmp eax, [KICK_BUDGET]; jb 1b
+ *	out IO_PORT, al; iret
+ */
+#define KICK_VECTOR	0x20
+#define KICK_CODE	0x1000
+#define KICK_HANDLER	0x1100
+#define KICK_BUDGET	0x1200
+#define KICK_STACK	0x8000
+
+static const uint8_t kick_code[] = { 0xfb, 0xf4, 0xeb, 0xfd };
+static const uint8_t kick_handler[] = {
+	0x0f, 0x31, 0x66, 0x89, 0xc3,
+	0x0f, 0x31, 0x66, 0x29, 0xd8,
+	0x66, 0x3b, 0x06, KICK_BUDGET & 0xff, KICK_BUDGET >> 8, 0x72, 0xf4,
+	0xe6, IO_PORT, 0xcf
+};
+
+/*
+ * Create that guest, HLT passed through, spinning @busy_us per interrupt,
+ * with IO_PORT turned into signals of a new eventfd (KVM_IOEVENTFD), as a
+ * VMM's ioeventfd does, so that the guest's write does not return to user
+ * space.  Returns the eventfd.
+ */
+static int kick_vm_create(struct vm *v, uint32_t busy_us)
+{
+	struct kvm_ioeventfd ioev = { .addr = IO_PORT, .len = 1,
+				      .flags = KVM_IOEVENTFD_FLAG_PIO };
+	uint16_t ivt[2] = { KICK_HANDLER, 0 };
+	struct kvm_regs regs;
+	uint32_t budget;
+	int khz;
+
+	vm_create(v, NULL, 0,
+		  KVM_X86_DISABLE_EXITS_HLT | KVM_X86_DISABLE_EXITS_PAUSE);
+	khz = ioctl(v->vcpu, KVM_GET_TSC_KHZ, 0);
+	if (khz <= 0)
+		die("KVM_GET_TSC_KHZ");
+	budget = (uint64_t)busy_us * khz / 1000;
+	memcpy(v->mem + KICK_VECTOR * 4, ivt, sizeof(ivt));
+	memcpy(v->mem + KICK_CODE, kick_code, sizeof(kick_code));
+	memcpy(v->mem + KICK_HANDLER, kick_handler, sizeof(kick_handler));
+	memcpy(v->mem + KICK_BUDGET, &budget, sizeof(budget));
+	if (ioctl(v->vcpu, KVM_GET_REGS, &regs))
+		die("KVM_GET_REGS");
+	regs.rip = KICK_CODE;
+	regs.rsp = KICK_STACK;
+	if (ioctl(v->vcpu, KVM_SET_REGS, &regs))
+		die("KVM_SET_REGS");
+
+	ioev.fd = eventfd(0, EFD_CLOEXEC);
+	if (ioev.fd < 0)
+		die("eventfd");
+	if (ioctl(v->vm, KVM_IOEVENTFD, &ioev))
+		die("KVM_IOEVENTFD");
+	return ioev.fd;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void on_kick(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * Run the kicked guest on this thread until @end_ns: a timer signals this
+ * thread every @period_us, KVM_RUN returns, and the VMM gives the guest an
+ * interrupt as soon as it can take one.  If @injected_ns is given, it is
+ * set to the time of an interrupt given while it was 0.  Returns 0, or 1
+ * after an unexpected exit.
+ */
+static int kick_run(struct vm *v, long period_us, uint64_t end_ns,
+		    _Atomic uint64_t *injected_ns)
+{
+	struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID,
+				.sigev_signo = SIGUSR1 };
+	struct sigaction sa = { .sa_handler = on_kick };
+	struct itimerspec its = { 0 };
+	timer_t timer;
+	int want = 0;
+
+	sigaction(SIGUSR1, &sa, NULL);
+	sev._sigev_un._tid = syscall(SYS_gettid);
+	if (timer_create(CLOCK_MONOTONIC, &sev, &timer))
+		die("timer_create");
+	its.it_value.tv_nsec = period_us % 1000000 * 1000;
+	its.it_value.tv_sec = period_us / 1000000;
+	its.it_interval = its.it_value;
+	if (timer_settime(timer, 0, &its, NULL))
+		die("timer_settime");
+
+	while (now_ns() < end_ns) {
+		struct kvm_interrupt irq = { .irq = KICK_VECTOR };
+		uint64_t zero = 0;
+		int r = ioctl(v->vcpu, KVM_RUN, 0);
+
+		if (r && errno != EINTR)
+			die("KVM_RUN");
+		if (r || v->run->exit_reason == KVM_EXIT_INTR) {
+			want = 1;		/* the timer's kick */
+		} else if (v->run->exit_reason != KVM_EXIT_IRQ_WINDOW_OPEN) {
+			fprintf(stderr, "gh-vmm: unexpected exit reason %u\n",
+				v->run->exit_reason);
+			timer_delete(timer);
+			return 1;
+		}
+		if (!want)
+			continue;
+		if (!v->run->ready_for_interrupt_injection) {
+			v->run->request_interrupt_window = 1;
+			continue;
+		}
+		v->run->request_interrupt_window = 0;
+		want = 0;
+		/* A wake-up not yet taken keeps the time of its interrupt. */
+		if (injected_ns)
+			atomic_compare_exchange_strong(injected_ns, &zero, now_ns());
+		if (ioctl(v->vcpu, KVM_INTERRUPT, &irq))
+			die("KVM_INTERRUPT");
+	}
+	timer_delete(timer);
+	return 0;
+}
+
+static void pin_self(int cpu, int idle)
+{
+	cpu_set_t set;
+
+	if (cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		if (sched_setaffinity(0, sizeof(set), &set))
+			die("sched_setaffinity");
+	}
+	if (idle) {
+		struct sched_param sp = { 0 };
+
+		if (sched_setscheduler(0, SCHED_IDLE, &sp))
+			die("sched_setscheduler(SCHED_IDLE)");
+	}
+}
+
+#define IOT_MAX_WAKES	(1 << 20)
+#define IOT_MAX_CPUS	256
+#define IOT_SPIN_NS	20000
+#define IOT_WARMUP_NS	1000000000ULL
+
+struct iothread {
+	int efd;
+	int vcpu_cpu;
+	uint64_t start_ns;		/* wake-ups before it are not counted */
+	_Atomic uint64_t injected_ns;	/* when the pending interrupt was given */
+	_Atomic int done;
+	uint64_t *lat_ns;
+	unsigned long wakes, beside, lost;
+	unsigned long on_cpu[IOT_MAX_CPUS];
+};
+
+/* Take each eventfd signal, time it, and do a little work, as a device would. */
+static void *iothread_fn(void *arg)
+{
+	struct iothread *io = arg;
+	cpu_set_t all;
+	uint64_t cnt;
+	int i;
+
+	/* Created on its vCPU's CPU, free to run on any from its first wake-up. */
+	CPU_ZERO(&all);
+	for (i = 0; i < sysconf(_SC_NPROCESSORS_CONF) && i < CPU_SETSIZE; i++)
+		CPU_SET(i, &all);
+	if (sched_setaffinity(0, sizeof(all), &all))
+		die("sched_setaffinity");
+	while (!atomic_load(&io->done)) {
+		uint64_t t, inj;
+		int cpu;
+
+		if (read(io->efd, &cnt, sizeof(cnt)) != sizeof(cnt)) {
+			if (errno == EINTR)
+				continue;
+			die("read eventfd");
+		}
+		t = now_ns();
+		cpu = sched_getcpu();
+		inj = atomic_exchange(&io->injected_ns, 0);
+		if (atomic_load(&io->done))
+			break;
+		if (t < io->start_ns)
+			continue;
+		if (!inj || inj > t) {
+			io->lost++;
+			continue;
+		}
+		if (io->wakes < IOT_MAX_WAKES)
+			io->lat_ns[io->wakes] = t - inj;
+		io->wakes++;
+		if (cpu >= 0 && cpu < IOT_MAX_CPUS)
+			io->on_cpu[cpu]++;
+		io->beside += cpu == io->vcpu_cpu;
+		while (now_ns() - t < IOT_SPIN_NS)
+			;
+	}
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmd_iothread(double seconds, long period_us, int cpu, int idle)
+{
+	static struct iothread io;
+	uint64_t n, i;
+	pthread_t thr;
+	struct vm v;
+
+	if (seconds <= 0 || period_us < 100 || cpu < 0 || cpu >= CPU_SETSIZE) {
+		fprintf(stderr, "gh-vmm: iothread: SECONDS > 0, PERIOD_US >= 100, CPU >= 0\n");
+		return 2;
+	}
+	io.lat_ns = calloc(IOT_MAX_WAKES, sizeof(*io.lat_ns));
+	if (!io.lat_ns)
+		die("calloc");
+	io.vcpu_cpu = cpu;
+	io.efd = kick_vm_create(&v, 0);
+
+	/*
+	 * The I/O thread starts on the vCPU's CPU, as a VMM's threads can,
+	 * and is then free: where its wake-ups take it is what is measured.
+	 */
+	pin_self(cpu, 0);
+	io.start_ns = now_ns() + IOT_WARMUP_NS;
+	if (pthread_create(&thr, NULL, iothread_fn, &io))
+		die("pthread_create");
+	pin_self(-1, idle);
+	if (kick_run(&v, period_us, io.start_ns + (uint64_t)(seconds * 1e9),
+		     &io.injected_ns))
+		return 1;
+	atomic_store(&io.done, 1);
+	n = 1;
+	if (write(io.efd, &n, sizeof(n)) != sizeof(n))
+		die("write eventfd");
+	pthread_join(thr, NULL);
+
+	n = io.wakes < IOT_MAX_WAKES ? io.wakes : IOT_MAX_WAKES;
+	if (!n) {
+		fprintf(stderr, "gh-vmm: iothread: the I/O thread never woke\n");
+		return 1;
+	}
+	qsort(io.lat_ns, n, sizeof(*io.lat_ns), cmp_u64);
+	printf("wakes=%lu\n", io.wakes);
+	printf("lost=%lu\n", io.lost);
+	printf("p50_us=%.1f\n", io.lat_ns[n / 2] / 1e3);
+	printf("p99_us=%.1f\n", io.lat_ns[n * 99 / 100] / 1e3);
+	printf("max_us=%.1f\n", io.lat_ns[n - 1] / 1e3);
+	printf("beside=%.4f\n", (double)io.beside / io.wakes);
+	printf("on_cpu=");
+	for (i = 0; i < (uint64_t)sysconf(_SC_NPROCESSORS_CONF) && i < IOT_MAX_CPUS; i++)
+		printf("%s%.4f", i ? "," : "", (double)io.on_cpu[i] / io.wakes);
+	printf("\n");
+	printf("stat_guest_halted_ns=%lld\n", read_vcpu_stat(&v, "guest_halted_ns"));
+	return 0;
+}
+
+#define DUTY_MAX_VCPUS	16
+
+/* One vCPU of "duty": its thread, and what it measured. */
+struct duty_vcpu {
+	struct vm v;
+	int cpu;
+	long period_us;
+	uint64_t end_ns;
+	int rc;
+	double wait, halted;
+	unsigned long moves;
+};
+
+/*
+ * This thread's run-queue wait so far (the second field of its schedstat),
+ * in ns, and its migrations (se.nr_migrations of its sched file, absent
+ * without CONFIG_SCHED_DEBUG: 0).
+ */
+static void read_sched(uint64_t *wait_ns, unsigned long *moves)
+{
+	char path[80], buf[4096], *p;
+	unsigned long long run, wait;
+	int fd, n;
+	long tid = syscall(SYS_gettid);
+
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/schedstat", tid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die("open schedstat");
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+		die("parse schedstat");
+	*wait_ns = wait;
+	*moves = 0;
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/sched", tid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	p = strstr(buf, "se.nr_migrations");
+	if (p && (p = strchr(p, ':')))
+		*moves = strtoul(p + 1, NULL, 10);
+}
+
+static void *duty_vcpu_fn(void *arg)
+{
+	struct duty_vcpu *d = arg;
+	unsigned long m0, m1;
+	uint64_t w0, w1, t0;
+	long long h0, h1;
+
+	pin_self(d->cpu, 0);
+	read_sched(&w0, &m0);
+	h0 = read_vcpu_stat(&d->v, "guest_halted_ns");
+	t0 = now_ns();
+	d->rc = kick_run(&d->v, d->period_us, d->end_ns, NULL);
+	read_sched(&w1, &m1);
+	h1 = read_vcpu_stat(&d->v, "guest_halted_ns");
+	d->wait = (double)(w1 - w0) / (now_ns() - t0);
+	d->halted = h0 >= 0 ? (double)(h1 - h0) / (now_ns() - t0) : -1;
+	d->moves = m1 - m0;
+	return NULL;
+}
+
+/*
+ * A guest of NVCPUS vCPUs, each busy BUSY_PERCENT of each period and
+ * halted the rest, on its own thread: unpinned, or vCPU i on CPU + i.
+ */
+static int cmd_duty(double seconds, long period_us, long busy_pct, int nr,
+		    int cpu)
+{
+	static struct duty_vcpu d[DUTY_MAX_VCPUS];
+	pthread_t thr[DUTY_MAX_VCPUS];
+	uint64_t end;
+	int i, rc = 0;
+
+	if (seconds <= 0 || period_us < 100 || busy_pct < 0 || busy_pct > 99 ||
+	    nr < 1 || nr > DUTY_MAX_VCPUS || cpu >= CPU_SETSIZE - nr) {
+		fprintf(stderr, "gh-vmm: duty: SECONDS > 0, PERIOD_US >= 100, 0 <= BUSY_PERCENT < 100, 1 <= NVCPUS <= %d\n",
+			DUTY_MAX_VCPUS);
+		return 2;
+	}
+	kick_vm_create(&d[0].v, period_us * busy_pct / 100);
+	for (i = 1; i < nr; i++) {
+		struct kvm_sregs sregs;
+		struct kvm_regs regs;
+
+		d[i].v = d[0].v;
+		d[i].v.vcpu = ioctl(d[0].v.vm, KVM_CREATE_VCPU, i);
+		if (d[i].v.vcpu < 0)
+			die("KVM_CREATE_VCPU");
+		d[i].v.run = mmap(NULL, ioctl(d[0].v.kvm, KVM_GET_VCPU_MMAP_SIZE, 0),
+				  PROT_READ | PROT_WRITE, MAP_SHARED, d[i].v.vcpu, 0);
+		if (d[i].v.run == MAP_FAILED)
+			die("mmap kvm_run");
+		if (ioctl(d[0].v.vcpu, KVM_GET_SREGS, &sregs) ||
+		    ioctl(d[i].v.vcpu, KVM_SET_SREGS, &sregs))
+			die("KVM_SET_SREGS");
+		if (ioctl(d[0].v.vcpu, KVM_GET_REGS, &regs))
+			die("KVM_GET_REGS");
+		/* Each vCPU's interrupts on a stack of its own. */
+		regs.rsp -= i * 0x100;
+		if (ioctl(d[i].v.vcpu, KVM_SET_REGS, &regs))
+			die("KVM_SET_REGS");
+	}
+	end = now_ns() + (uint64_t)(seconds * 1e9);
+	for (i = 0; i < nr; i++) {
+		d[i].cpu = cpu < 0 ? -1 : cpu + i;
+		d[i].period_us = period_us;
+		d[i].end_ns = end;
+		if (pthread_create(&thr[i], NULL, duty_vcpu_fn, &d[i]))
+			die("pthread_create");
+	}
+	for (i = 0; i < nr; i++) {
+		pthread_join(thr[i], NULL);
+		rc |= d[i].rc;
+	}
+	printf("wait=");
+	for (i = 0; i < nr; i++)
+		printf("%s%.4f", i ? "," : "", d[i].wait);
+	printf("\nhalted=");
+	for (i = 0; i < nr; i++)
+		printf("%s%.4f", i ? "," : "", d[i].halted);
+	printf("\nmoves=");
+	for (i = 0; i < nr; i++)
+		printf("%s%lu", i ? "," : "", d[i].moves);
+	printf("\n");
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -555,9 +997,20 @@ int main(int argc, char **argv)
 				  argc == 4 && !strcmp(argv[3], "passthrough"));
 	if (argc == 3 && !strcmp(argv[1], "halt"))
 		return cmd_halt(strtod(argv[2], NULL));
+	if ((argc == 5 || (argc == 6 && !strcmp(argv[5], "idle"))) &&
+	    !strcmp(argv[1], "iothread"))
+		return cmd_iothread(strtod(argv[2], NULL), strtol(argv[3], NULL, 0),
+				    atoi(argv[4]), argc == 6);
+	if (argc >= 5 && argc <= 7 && !strcmp(argv[1], "duty"))
+		return cmd_duty(strtod(argv[2], NULL), strtol(argv[3], NULL, 0),
+				strtol(argv[4], NULL, 0),
+				argc >= 6 ? atoi(argv[5]) : 1,
+				argc == 7 ? atoi(argv[6]) : -1);
 	if (argc == 5 && !strcmp(argv[1], "spoof"))
 		return cmd_spoof(strtod(argv[2], NULL), argv[3], argv[4]);
 	fprintf(stderr, "usage: gh-vmm exits|kexits N [passthrough] | gh-vmm halt SECONDS\n"
-		"       gh-vmm spoof SECONDS hlt|mwait accessed|unaccessed|evicted\n");
+		"       gh-vmm spoof SECONDS hlt|mwait accessed|unaccessed|evicted\n"
+		"       gh-vmm iothread SECONDS PERIOD_US CPU [idle]\n"
+		"       gh-vmm duty SECONDS PERIOD_US BUSY_PERCENT [NVCPUS [CPU]]\n");
 	return 2;
 }
