@@ -4,7 +4,8 @@
 One boot of the test VM runs the KVM selftest guest_halted_lb_test (two busy
 vCPUs running a noise meter, two halting vCPUs, all pinned to host CPUs 0-3,
 and unpinned busy-loop stressors on the host) with kvm.guest_halted on, in
-ROUNDS interleaved rounds of three modes:
+ROUNDS interleaved rounds of three modes, each run measured after a warm-up
+(--warm-up, 2 s):
 
   off    kernel.sched_guest_halted=0: a halting vCPU's CPU counts as busy
   on     kernel.sched_guest_halted=1: it should count as nearly idle
@@ -291,10 +292,12 @@ def main() -> int:
     ap.add_argument('--libvirt', action='store_true',
                     help='run the VM in /machine/vm1 and the stressors in /system '
                     '(cpu.weight 300), as libvirt and systemd lay a host out')
+    ap.add_argument('--warm-up', type=float, default=2.0,
+                    help='seconds each run warms up before it measures (default 2)')
     ap.add_argument('--raw', action='store_true', help='print the VM\'s output too')
     args = ap.parse_args()
 
-    common = f'-d {args.seconds} -s {args.stressors}'
+    common = f'-d {args.seconds} -s {args.stressors} -w {args.warm_up}'
     setup = ''
     if args.libvirt:
         common += f' -g {CGROUP}/system'
@@ -302,7 +305,7 @@ def main() -> int:
     if args.threshold_ns:
         common += f' -T {args.threshold_ns}'
     script = GUEST_SCRIPT.format(test=TEST, switch=SWITCH, param=PARAM, common=common,
-                                 hang_s=int(args.seconds * 4 + 60),
+                                 hang_s=int((args.seconds + args.warm_up) * 4 + 60),
                                  setup=setup,
                                  rounds=args.rounds, busy_rounds=args.busy_rounds,
                                  wake_rounds=args.wake_rounds, wake_us=args.wake_us,
@@ -312,7 +315,7 @@ def main() -> int:
           f'turned-busy (off, on, SCHED_IDLE) runs of {args.seconds:g} s, {args.stressors} stressors, '
           f'{"libvirt-like cgroups, " if args.libvirt else ""}one boot...')
     res = vmrun.run_or_report('lb-bench', script,
-                              timeout=180 + nruns * (args.seconds + 10) * 2)
+                              timeout=180 + nruns * (args.seconds + args.warm_up + 10) * 2)
     if res is None:
         return 1
     if args.raw:

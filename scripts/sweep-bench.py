@@ -18,11 +18,12 @@ halted share, then starts the busy VM and the stressors for SECONDS.  It
 reports the busy vCPUs' run-queue wait as a share of the run (their
 schedstat), the stressors' CPU share (CPU time over wall time, mean per
 stressor) and their moves per second (se.nr_migrations), the vCPUs'
-moves, and the halting vCPUs' halted time (KVM's guest_halted_ns) over wall
-time, which falls as they share their CPUs.  With N stressors and four vCPUs on four CPUs there is room for the
-busy vCPUs to run alone only while N is at most 2 and the stressors share
-the halting vCPUs' CPUs; past that the busy vCPUs' wait grows in every
-mode, and the figures show how the switch shares it out.
+moves, and the halting vCPUs' halted time (KVM's guest_halted_ns) over
+wall time, which falls as they share their CPUs.  With N stressors and
+four vCPUs on four CPUs there is room for the busy vCPUs to run alone
+only while N is at most 2 and the stressors share the halting vCPUs'
+CPUs; past that the busy vCPUs' wait grows in every mode, and the figures
+show how the switch shares it out.
 """
 
 from __future__ import annotations
@@ -37,16 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vmrun  # noqa: E402
 
-SWITCH = '/proc/sys/kernel/sched_guest_halted'
-PARAM = '/sys/module/kvm/parameters/guest_halted'
+SWITCH = vmrun.SCHED_SWITCH
+PARAM = vmrun.KVM_PARAM
 MODES = ('off', 'on', 'idle')
 
-GUEST_SCRIPT = '''
-[ -w {switch} ] || {{ echo "@@error {switch} is missing: not a patched kernel"; exit 1; }}
-echo 1 > {param}
-echo 1 > /proc/sys/kernel/sched_guest_halted_estimates
-echo "@@source $(cat {param}_source)"
-# Field 14 + 15 of /proc/PID/stat (the comm, "sh", holds no space), in
+GUEST_SCRIPT = '''{preamble}# Field 14 + 15 of /proc/PID/stat (the comm, "sh", holds no space), in
 # ticks, and se.nr_migrations, of every stressor.
 stressors_stat() {{
 	for p in $spids; do
@@ -128,7 +124,8 @@ def main() -> int:
     counts = [int(x) for x in args.stressors.split(',')]
 
     budget = 60 + len(counts) * args.rounds * 3 * (args.seconds + 4) * 2
-    script = GUEST_SCRIPT.format(switch=SWITCH, param=PARAM, rounds=args.rounds,
+    script = GUEST_SCRIPT.format(preamble=vmrun.SCHED_BENCH_PREAMBLE, switch=SWITCH,
+                                 param=PARAM, rounds=args.rounds,
                                  seconds=args.seconds, halt_s=args.seconds + 2,
                                  counts=' '.join(map(str, counts)))
     print(f'sweep-bench: {len(counts)} stressor counts x {args.rounds} rounds of (off, on, '
@@ -136,8 +133,7 @@ def main() -> int:
     res = vmrun.run_or_report('sweep-bench', script, timeout=budget)
     if res is None:
         return 1
-    src = re.search(r'^@@source (\S+)', res.output, re.M)
-    print(f'source of halted time: {src.group(1) if src else "?"}; a halting VM (2 vCPUs, '
+    print(f'source of halted time: {vmrun.source_of(res.output)}; a halting VM (2 vCPUs, '
           'halted) and a busy VM (2 vCPUs, 99% busy), all unpinned, on 4 CPUs')
     runs: dict[tuple[int, str], list[dict[str, float]]] = {}
     for n, _, mode, rest in RUN_RE.findall(res.output):

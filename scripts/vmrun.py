@@ -214,6 +214,27 @@ class VM:
                     sys.stdout.flush()
 
 
+# The scheduler benchmarks' switches, and the start of their guest scripts:
+# a kernel without the switch is an error, accounting goes on, estimates
+# are taken in (the sampled source's, on stock QEMU), and the source is
+# printed for source_of().
+SCHED_SWITCH = '/proc/sys/kernel/sched_guest_halted'
+KVM_PARAM = '/sys/module/kvm/parameters/guest_halted'
+SCHED_BENCH_PREAMBLE = f'''
+[ -w {SCHED_SWITCH} ] ||
+	{{ echo "@@error {SCHED_SWITCH} is missing: not a patched kernel"; exit 1; }}
+echo 1 > {KVM_PARAM}
+echo 1 > /proc/sys/kernel/sched_guest_halted_estimates
+echo "@@source $(cat {KVM_PARAM}_source)"
+'''
+
+
+def source_of(output: str) -> str:
+    """The source of halted time a SCHED_BENCH_PREAMBLE printed, or "?"."""
+    m = re.search(r'^@@source (\S+)', output, re.M)
+    return m.group(1) if m else '?'
+
+
 def run_or_report(prog: str, command: str, timeout: float) -> Optional[VMResult]:
     """Run `command` in a default VM for a script: on any failure print
     "PROG: ..." with the console tail and return None.  So too if the

@@ -45,16 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vmrun  # noqa: E402
 
-SWITCH = '/proc/sys/kernel/sched_guest_halted'
-PARAM = '/sys/module/kvm/parameters/guest_halted'
+SWITCH = vmrun.SCHED_SWITCH
+PARAM = vmrun.KVM_PARAM
 MODES = ('off', 'on', 'idle')
 
-GUEST_SCRIPT = '''
-[ -w {switch} ] || {{ echo "@@error {switch} is missing: not a patched kernel"; exit 1; }}
-echo 1 > {param}
-echo 1 > /proc/sys/kernel/sched_guest_halted_estimates
-echo "@@source $(cat {param}_source)"
-T=/sys/kernel/tracing
+GUEST_SCRIPT = '''{preamble}T=/sys/kernel/tracing
 echo 'p:ghlb sched_balance_rq' >> $T/kprobe_events || echo "@@error no kprobe on sched_balance_rq"
 start() {{	# start MODE CPU KIND: a nested guest's vCPU pinned to CPU
 	pol=
@@ -122,15 +117,15 @@ def main() -> int:
     args = ap.parse_args()
 
     budget = 60 + args.rounds * 12 * (args.seconds + 4) * 2
-    script = GUEST_SCRIPT.format(switch=SWITCH, param=PARAM, rounds=args.rounds,
+    script = GUEST_SCRIPT.format(preamble=vmrun.SCHED_BENCH_PREAMBLE, switch=SWITCH,
+                                 param=PARAM, rounds=args.rounds,
                                  seconds=args.seconds)
     print(f'wake-bench: {args.rounds} rounds of (off, on, SCHED_IDLE) x (free, full, io, '
           f'balance), {args.seconds} s each, one boot...')
     res = vmrun.run_or_report('wake-bench', script, timeout=budget)
     if res is None:
         return 1
-    src = re.search(r'^@@source (\S+)', res.output, re.M)
-    print(f'source of halted time: {src.group(1) if src else "?"}')
+    print(f'source of halted time: {vmrun.source_of(res.output)}')
     runs: dict[tuple[str, str], list[dict[str, str]]] = {}
     for sc, _, mode, rest in RUN_RE.findall(res.output):
         runs.setdefault((sc, mode), []).append(dict(KV_RE.findall(rest)))

@@ -28,7 +28,7 @@
  * reached them: the price of sharing their CPUs.
  *
  * The vCPUs and the stressors start together, and the measured run begins
- * after a warm-up (-w, 1 s by default), as the seed experiment's rtla ran
+ * after a warm-up (-w, 2 s by default), as the seed experiment's rtla ran
  * with --warm-up 60: the host learns a vCPU's halted share from its guest
  * time, which a halting vCPU beside a stressor of a heavier group gets
  * little of.  The warm-up runs as the run does, but counts nothing.
@@ -107,7 +107,7 @@ enum { STAGE_READY, STAGE_BUSY, STAGE_DONE };
 static uint64_t timer_irqs[NR_VCPUS];
 
 /* The warm-up before the measured run (-w), in ns. */
-static uint64_t warm_ns = 1000000000ULL;
+static uint64_t warm_ns = 2000000000ULL;
 static uint32_t cal_gap[NR_VCPUS][CAL_GAPS];
 
 /*
@@ -719,7 +719,7 @@ static void help(const char *name)
 	printf("usage: %s [-d seconds] [-s stressors] [-i] [-b] [-T threshold_ns] [-R fraction]\n"
 	       "          [-W period_us] [-g cgroup_dir] [-w seconds]\n"
 	       "  -d  run time (default 3)\n"
-	       "  -w  warm-up before the run, not measured (default 1)\n"
+	       "  -w  warm-up before the run, not measured (default 2)\n"
 	       "  -s  host busy-loop processes (default 2)\n"
 	       "  -i  halting vCPUs' threads SCHED_IDLE (the reference)\n"
 	       "  -b  vCPU 3 halts for the first half, then spins\n"
