@@ -10,6 +10,7 @@ seed's load-balancing experiment in miniature."""
 from __future__ import annotations
 
 import re
+import statistics
 
 from conftest import GuestRunner
 
@@ -451,9 +452,9 @@ wait''', timeout=300)
 # turns into an eventfd signal, waking the VMM's unpinned I/O thread from
 # inside the vCPU's KVM_RUN, as a VMM's ioeventfd does.  Another halting
 # guest holds CPU 3; CPUs 0 and 1 are idle.  The switch must not keep the
-# I/O thread on its vCPU's CPU (at most IO_BESIDE of its wake-ups there),
-# nor make its wake-ups slower (median at most IO_P50 times the switch-off
-# one), in each of IO_PAIRS pairs.  The SCHED_IDLE vCPU, where the I/O
+# I/O thread on its vCPU's CPU (at most IO_BESIDE of its wake-ups there, in
+# each of IO_PAIRS pairs), nor make its wake-ups slower (the median over the
+# pairs of the p50 at most IO_P50 times the switch-off one).  The SCHED_IDLE vCPU, where the I/O
 # thread does land on the vCPU's CPU, is the contrast that shows the test
 # can fail.
 IO_BESIDE = 0.05
@@ -483,8 +484,12 @@ wait''', timeout=300)
     assert [sw for sw, _, _, _ in seen] == ['0', '1'] * IO_PAIRS + ['idle'], res.output
     # 2 s at one wake-up per 2 ms: most of the 1000 wake-ups are seen.
     assert all(n >= 500 for _, _, _, n in seen), seen
-    for (_, off, off_beside, _), (_, on, on_beside, _) in zip(seen[:-1:2], seen[1:-1:2]):
+    for (_, _, off_beside, _), (_, _, on_beside, _) in zip(seen[:-1:2], seen[1:-1:2]):
         assert off_beside <= IO_BESIDE and on_beside <= IO_BESIDE, seen
-        assert on <= IO_P50 * off, seen
+    # Latency over the pairs: a single pair's p50 moves by half under TCG
+    # when the host is busy (226.6 us off against 350.8 us on, seen once).
+    off_p50 = statistics.median(p50 for sw, p50, _, _ in seen if sw == '0')
+    on_p50 = statistics.median(p50 for sw, p50, _, _ in seen if sw == '1')
+    assert on_p50 <= IO_P50 * off_p50, seen
     # A SCHED_IDLE vCPU's CPU counts as idle for wake-up placement.
     assert seen[-1][2] > 0.5, seen
