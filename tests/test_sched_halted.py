@@ -454,9 +454,12 @@ wait''', timeout=300)
 # guest holds CPU 3; CPUs 0 and 1 are idle.  The switch must not keep the
 # I/O thread on its vCPU's CPU (at most IO_BESIDE of its wake-ups there, in
 # each of IO_PAIRS pairs), nor make its wake-ups slower (the median over the
-# pairs of the p50 at most IO_P50 times the switch-off one).  The SCHED_IDLE vCPU, where the I/O
-# thread does land on the vCPU's CPU, is the contrast that shows the test
-# can fail.
+# pairs of the p50 at most IO_P50 times the switch-off one).  A rule that
+# counted a CPU running a mostly halted vCPU as idle for placement, as the
+# previous version's sched_idle_cpu() did, keeps the I/O thread there.  A
+# SCHED_IDLE vCPU is no stable contrast: the I/O thread stayed beside it in
+# 3 runs and left it in 2 (an active balance moves it to an idle CPU, which
+# its later wake-ups then keep).
 IO_BESIDE = 0.05
 IO_P50 = 1.5
 IO_PAIRS = 3
@@ -466,11 +469,10 @@ def test_iothread_woken_by_its_vcpu_leaves_the_vcpus_cpu(guest: GuestRunner) -> 
     runs = ' '.join(['0 1'] * IO_PAIRS)
     res = guest.run(f'''{ENABLE}
 taskset -c 3 gh-vmm halt 120 > /dev/null & a=$!
-for sw in {runs} idle; do
-    pol=
-    if [ $sw = idle ]; then echo 0 > {SWITCH}; pol=idle; else echo $sw > {SWITCH}; fi
+for sw in {runs}; do
+    echo $sw > {SWITCH}
     echo "@@run $sw"
-    gh-vmm iothread 2 2000 2 $pol
+    gh-vmm iothread 2 2000 2
 done
 echo 0 > {SWITCH}
 kill $a
@@ -481,15 +483,13 @@ wait''', timeout=300)
         assert {'p50_us', 'beside', 'wakes'} <= kv.keys(), res.output
         seen.append((block.split()[0], float(kv['p50_us']), float(kv['beside']),
                      int(kv['wakes'])))
-    assert [sw for sw, _, _, _ in seen] == ['0', '1'] * IO_PAIRS + ['idle'], res.output
+    assert [sw for sw, _, _, _ in seen] == ['0', '1'] * IO_PAIRS, res.output
     # 2 s at one wake-up per 2 ms: most of the 1000 wake-ups are seen.
     assert all(n >= 500 for _, _, _, n in seen), seen
-    for (_, _, off_beside, _), (_, _, on_beside, _) in zip(seen[:-1:2], seen[1:-1:2]):
+    for (_, _, off_beside, _), (_, _, on_beside, _) in zip(seen[::2], seen[1::2]):
         assert off_beside <= IO_BESIDE and on_beside <= IO_BESIDE, seen
     # Latency over the pairs: a single pair's p50 moves by half under TCG
     # when the host is busy (226.6 us off against 350.8 us on, seen once).
     off_p50 = statistics.median(p50 for sw, p50, _, _ in seen if sw == '0')
     on_p50 = statistics.median(p50 for sw, p50, _, _ in seen if sw == '1')
     assert on_p50 <= IO_P50 * off_p50, seen
-    # A SCHED_IDLE vCPU's CPU counts as idle for wake-up placement.
-    assert seen[-1][2] > 0.5, seen
