@@ -17,7 +17,11 @@ Scenarios:
            a halted vCPU while idle CPUs exist.
   full     the same two halting guests, and two busy guests (CPUID exits
            handled in KVM) on CPUs 0 and 1: no CPU is idle.  With the switch
-           on, the wakee should be at least as prompt as with it off.
+           on, the wakee should be at least as prompt as with it off.  Two
+           more modes, the switch off, pin the pair by hand: "halted" to
+           CPUs 2-3, beside the halted vCPUs, and "busy" to CPUs 0-1: what
+           a wake-up beside each kind of vCPU costs on this platform,
+           whatever the scheduler would choose.
   io       a halting guest on CPU 2 whose interrupt handler, every 2 ms,
            writes to a port that KVM turns into an eventfd signal
            (KVM_IOEVENTFD), waking its VMM's unpinned I/O thread from
@@ -48,6 +52,9 @@ import vmrun  # noqa: E402
 SWITCH = vmrun.SCHED_SWITCH
 PARAM = vmrun.KVM_PARAM
 MODES = ('off', 'on', 'idle')
+# The full scenario's pair pinned by hand, the switch off: beside the
+# halted vCPUs (CPUs 2-3), and beside the busy ones (CPUs 0-1).
+PINNED = ('halted', 'busy')
 
 GUEST_SCRIPT = '''{preamble}T=/sys/kernel/tracing
 echo 'p:ghlb sched_balance_rq' >> $T/kprobe_events || echo "@@error no kprobe on sched_balance_rq"
@@ -62,8 +69,10 @@ start() {{	# start MODE CPU KIND: a nested guest's vCPU pinned to CPU
 	pids="$pids $!"
 }}
 for r in $(seq {rounds}); do
-	for sc in free full io balance; do
-		for mode in off on idle; do
+	for sc in {scenarios}; do
+		modes="off on idle"
+		[ $sc = full ] && modes="off on idle halted busy"
+		for mode in $modes; do
 			[ $mode = on ] && echo 1 > {switch} || echo 0 > {switch}
 			pids=
 			if [ $sc = balance ]; then
@@ -89,7 +98,10 @@ for r in $(seq {rounds}); do
 				out=$(gh-vmm iothread {seconds} 2000 2 $pol | tr '\n' ' ')
 				echo "run sc=$sc round=$r mode=$mode $out"
 			else
-				out=$(gh-wake {seconds} | tr '\\n' ' ')
+				cpus=0,1,2,3
+				[ $mode = halted ] && cpus=2,3
+				[ $mode = busy ] && cpus=0,1
+				out=$(taskset -c $cpus gh-wake {seconds} | tr '\\n' ' ')
 				echo "run sc=$sc round=$r mode=$mode $out"
 			fi
 			kill $pids 2>/dev/null
@@ -114,14 +126,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--rounds', '-r', type=int, default=5)
     ap.add_argument('--seconds', '-d', type=int, default=3)
+    ap.add_argument('--scenario', '-s', action='append', choices=list(SCENARIOS),
+                    help='run only this scenario (again for more; default: all)')
     args = ap.parse_args()
+    scenarios = [sc for sc in SCENARIOS if sc in (args.scenario or SCENARIOS)]
 
-    budget = 60 + args.rounds * 12 * (args.seconds + 4) * 2
+    budget = 60 + args.rounds * 14 * (args.seconds + 4) * 2 * len(scenarios) // 4 + 60
     script = GUEST_SCRIPT.format(preamble=vmrun.SCHED_BENCH_PREAMBLE, switch=SWITCH,
                                  param=PARAM, rounds=args.rounds,
-                                 seconds=args.seconds)
-    print(f'wake-bench: {args.rounds} rounds of (off, on, SCHED_IDLE) x (free, full, io, '
-          f'balance), {args.seconds} s each, one boot...')
+                                 seconds=args.seconds, scenarios=' '.join(scenarios))
+    print(f'wake-bench: {args.rounds} rounds of (off, on, SCHED_IDLE) x '
+          f'({", ".join(scenarios)}){", and full pinned by hand" if "full" in scenarios else ""}, '
+          f'{args.seconds} s each, one boot...')
     res = vmrun.run_or_report('wake-bench', script, timeout=budget)
     if res is None:
         return 1
@@ -129,9 +145,9 @@ def main() -> int:
     runs: dict[tuple[str, str], list[dict[str, str]]] = {}
     for sc, _, mode, rest in RUN_RE.findall(res.output):
         runs.setdefault((sc, mode), []).append(dict(KV_RE.findall(rest)))
-    for sc, label in SCENARIOS.items():
-        print(f'{label}:')
-        for mode in MODES:
+    for sc in scenarios:
+        print(f'{SCENARIOS[sc]}:')
+        for mode in MODES + (PINNED if sc == 'full' else ()):
             rs = runs.get((sc, mode), [])
             if len(rs) != args.rounds:
                 print(f'wake-bench: {sc}/{mode}: {len(rs)} runs of {args.rounds}:\n'
@@ -146,8 +162,9 @@ def main() -> int:
             p99 = statistics.median(float(r['p99_us']) for r in rs)
             beside = statistics.median(sum(float(x) for x in r['on_cpu'].split(',')[2:4])
                                        for r in rs)
-            print(f'  {mode:<5} wakee p50 {p50:8.1f} us  p99 {p99:8.1f} us  '
-                  f'on CPUs 2-3 {beside:.3f}  (p99 runs: '
+            print(f'  {mode:<6} wakee p50 {p50:7.1f} us  p99 {p99:8.1f} us  '
+                  f'on CPUs 2-3 {beside:.3f}  (runs: p50 '
+                  f'{", ".join(r["p50_us"] for r in rs)}; p99 '
                   f'{", ".join(r["p99_us"] for r in rs)})')
     return 0
 
