@@ -171,9 +171,9 @@ start vm1 machine/vm1 1 gh-vmm halt 8
 start daemon system 1 sh -c "$hog"
 sleep 4
 read -r l1 < /proc/$vm1/stat
-sleep 1
-snap on
+for i in 1 2 3 4 5 6 7 8 9 10; do shares second; sleep 0.1; done
 read -r l2 < /proc/$vm1/stat
+snap on
 echo "@@stat $l1"
 echo "@@stat $l2"
 echo 0 > /proc/sys/kernel/sched_guest_halted
@@ -193,14 +193,20 @@ wait $vm1
     # the VM's, and the balancer still counts all of it.
     assert daemon_load > 2 * vcpu_load, on
     assert on['cfs:/:load_avg'] - on['halted_load'] >= 0.98 * daemon_load, on
-    # The share is the vCPU's own halted fraction as KVM measured it (over
-    # the last second; the share weighs the last ~100 ms of its guest time).
+    # The share is the vCPU's own halted fraction as KVM measured it, over
+    # the same second: the share weighs the last ~100 ms of its guest time,
+    # and beside a host task its spread is about 0.13 (share-bench), so it
+    # is read ten times in that second and averaged.
     stats = [ln.split(') ')[1].split() for ln in re.findall(r'^@@stat (.*)$', res.output, re.M)]
     gtime = int(stats[1][40]) - int(stats[0][40])
     halted = int(stats[1][50]) - int(stats[0][50])
     assert gtime > 20, stats
-    assert abs(shares[0][0] - halted / gtime) <= 0.1, (shares, halted, gtime)
-    assert shares[0][0] > 0.7, shares
+    reads: dict[str, list[int]] = {}
+    for path, share in re.findall(r'^@@second (\S+) (\d+) \d+$', res.output, re.M):
+        reads.setdefault(path, []).append(int(share))
+    second = max(statistics.mean(xs) for xs in reads.values()) / SHARE_ONE
+    assert abs(second - halted / gtime) <= 0.1, (second, reads, halted, gtime)
+    assert second > 0.7, (second, reads)
     # Switched off: every list emptied, nothing taken off.
     assert off['halted_load'] == 0, off
     assert not any(r[3] for r in off['range'].values()), off['range']
