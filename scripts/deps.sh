@@ -22,8 +22,9 @@ pkgs_for() {
 	perf)	echo "build-essential flex bison libelf-dev libdw-dev libtraceevent-dev pkg-config time" ;;
 	# The 32-bit perf (scripts/build-perf32.sh): gcc -m32 and the i386
 	# libc from gcc-multilib, no foreign architecture; its ASan and UBSan
-	# runtimes for make fuzz32 (gcc-multilib brings them too).
-	perf32)	echo "build-essential gcc-multilib lib32asan8 lib32ubsan1 flex bison" ;;
+	# runtimes for make fuzz32 (gcc-multilib brings them too); qemu-i386
+	# from qemu-user, to run it where the kernel has no IA32 emulation.
+	perf32)	echo "build-essential gcc-multilib lib32asan8 lib32ubsan1 flex bison qemu-user" ;;
 	vm)	echo "qemu-system-x86 busybox-static cpio trace-cmd" ;;
 	test)	echo "python3 python3-pytest python3-ply python3-git" ;;
 	plot)	echo "gnuplot-nox" ;;

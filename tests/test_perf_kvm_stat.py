@@ -7,11 +7,13 @@ checks on a real recording from the VM are in test_perf_vm.py."""
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import time
 import sys
@@ -443,6 +445,23 @@ def test_string_longer_than_its_section_is_refused(tmp_path) -> None:
 PERF32 = Path(os.environ.get('GH_PERF32', BUILD / 'perf32' / 'perf'))
 
 
+def i386_runner(perf_bin: Path) -> list[str]:
+    """What runs the 32-bit perf: itself, or where the kernel has no IA32
+    emulation (it refuses i386 programs, ENOEXEC) qemu-user's qemu-i386."""
+    if not hasattr(i386_runner, 'cached'):
+        try:
+            subprocess.run([str(perf_bin), 'version'], capture_output=True, timeout=60)
+            i386_runner.cached = []
+        except OSError as e:
+            if e.errno != errno.ENOEXEC:
+                raise
+            if not shutil.which('qemu-i386'):
+                pytest.fail(f'{perf_bin}: this kernel runs no i386 program, and qemu-i386 '
+                            'is missing: install qemu-user (scripts/deps.sh perf32)')
+            i386_runner.cached = ['qemu-i386']
+    return i386_runner.cached
+
+
 def perf_of(perf_bin: Path, bits: int, *args: str) -> subprocess.CompletedProcess:
     """`args` run by the 64- or the 32-bit perf.  The 32-bit perf is
     skipped only when GH_PERF32 is unset and build/perf32/perf is missing
@@ -454,7 +473,8 @@ def perf_of(perf_bin: Path, bits: int, *args: str) -> subprocess.CompletedProces
     if bits == 32:
         with perf_bin.open('rb') as f:
             assert f.read(5) == b'\x7fELF\x01', f'{perf_bin} is not a 32-bit ELF executable'
-    return subprocess.run([str(perf_bin), *args],
+    runner = i386_runner(perf_bin) if bits == 32 else []
+    return subprocess.run([*runner, str(perf_bin), *args],
                           capture_output=True, text=True, errors='replace', timeout=60,
                           env={**os.environ, 'ASAN_OPTIONS': 'detect_leaks=0'})
 
