@@ -17,8 +17,9 @@ the switch off, whose median wait after the turn is the reference level (or
 --reference), then with the switch on and with SCHED_IDLE: how soon that
 vCPU's run-queue wait is back within 10% of the switch-off level, over the
 next 300 ms and the rest of the run (and, in brackets, when a trailing
-300 ms window first came that low, which lags by up to its length).  A SCHED_IDLE vCPU that turns busy has the
-weight 3 against a stressor's 1024, and does not.
+300 ms window first came that low, which lags by up to its length).  A
+SCHED_IDLE vCPU that turns busy has the weight 3 against a stressor's
+1024, and does not.
 
 Last, -W runs in the three modes, where the halting vCPUs arm their timer
 every --wake-us instead of at most once a second and count, in the guest,

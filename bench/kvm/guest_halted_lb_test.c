@@ -53,8 +53,8 @@
  * came back within 10% of that reference level (at most 1.1 times it) over
  * the next 300 ms and the rest of the run (busy_recovery_ms), and, for
  * comparison, when a trailing 300 ms window first came that low
- * (busy_recovery_trailing_ms, which lags by up to the window).  These waits are the share of the time its
- * thread was not on the CPU (the first field of its schedstat): a vCPU
+ * (busy_recovery_trailing_ms, which lags by up to the window).  These
+ * waits are the share of the time its thread was not on the CPU (the first field of its schedstat): a vCPU
  * thread does not sleep while its guest runs, halted or not, and the run
  * delay shows a wait only once it ended, where a starved vCPU's never
  * does.  They need its schedstat every 10 ms, so with -b the main thread
